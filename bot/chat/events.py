@@ -1,0 +1,76 @@
+"""What the chat core tells a front-end while it answers one message."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKey:
+    """Whose dialogue: one per (platform, chat, user), so group members each have their own."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.chat_id}:{self.user_id}"
+
+
+class ReplyStatus(enum.StrEnum):
+    """How an assistant reply ended; stored with the reply."""
+
+    COMPLETE = "complete"  # the model finished (EOS or a stop string)
+    LENGTH = "length"  # cut at max_new_tokens
+    STOPPED = "stopped"  # the user pressed Stop / sent /stop
+    TIMEOUT = "timeout"  # generation.timeout_seconds passed
+    FAILED = "failed"  # the engine failed
+    INTERRUPTED = "interrupted"  # the bot shut down mid-answer
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The request is queued behind others; position 1 is next."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Generating:
+    """The model has started on this request."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """More of the model's reasoning (text inside <think> ... </think>)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerDelta:
+    """More of the answer proper."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFinished:
+    """The last event: the whole reply as stored, and how it ended."""
+
+    status: ReplyStatus
+    answer: str
+    reasoning: str
+    note: str | None = None  # a short user-facing note for endings other than COMPLETE
+    num_prompt_tokens: int = 0
+    num_generated_tokens: int = 0
+    first_token_seconds: float | None = None
+    total_seconds: float = 0.0
+
+
+ReplyEvent = Waiting | Generating | ReasoningDelta | AnswerDelta | ReplyFinished
+
+
+class ChatError(Exception):
+    """A request the bot refuses, with a message meant for the user (nothing was changed)."""

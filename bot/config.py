@@ -1,0 +1,245 @@
+"""TOML -> typed, validated settings; bot tokens may come from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+TOKEN_ENV = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+def _check(predicate: str) -> dict[str, str]:
+    """Field metadata: a rule the value must satisfy (see _RULES)."""
+    return {"rule": predicate}
+
+
+_RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "positive": (lambda v: v > 0, "must be greater than 0"),
+    "non_negative": (lambda v: v >= 0, "must be 0 or more"),
+    "probability": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "temperature": (lambda v: 0 <= v <= 5, "must be between 0 and 5"),
+    "non_empty": (lambda v: len(v) > 0, "must not be empty"),
+    "stop_strings": (lambda v: all(s for s in v), "must not contain empty strings"),
+    "port": (lambda v: 0 < v < 65536, "must be a TCP port (1-65535)"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str = field(default="deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", metadata=_check("non_empty"))
+    quantization: Literal["nf4", "fp4", "int8", "none"] = "nf4"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    max_context_tokens: int = field(default=16384, metadata=_check("positive"))
+    # Only local files: never reach the Hugging Face hub (set true for air-gapped hosts).
+    local_files_only: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = field(default=8192, metadata=_check("positive"))
+    temperature: float = field(default=0.6, metadata=_check("temperature"))
+    top_p: float = field(default=0.95, metadata=_check("probability"))
+    stop: tuple[str, ...] = field(default=(), metadata=_check("stop_strings"))
+    timeout_seconds: float = field(default=900.0, metadata=_check("positive"))
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    # 0 = size from the GPU's free memory after loading.
+    max_batch_size: int = field(default=0, metadata=_check("non_negative"))
+    kv_cache_tokens: int = field(default=0, metadata=_check("non_negative"))
+    # Fraction of the GPU memory left after loading that the KV cache may take when sized automatically.
+    kv_cache_memory_fraction: float = field(default=0.85, metadata=_check("probability"))
+    max_queue: int = field(default=256, metadata=_check("positive"))
+    cuda_graphs: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: str = field(default="bot.db", metadata=_check("non_empty"))
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    system_prompt: str = ""
+    reasoning: Literal["hidden", "collapsed", "full"] = "collapsed"
+    # Longer user messages are refused (the model's context is precious).
+    max_message_chars: int = field(default=16000, metadata=_check("positive"))
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    enabled: bool = False
+    token: str = ""
+    base_url: str = "https://api.telegram.org/bot"
+    proxy: str = ""
+    admins: tuple[int, ...] = ()
+    allowed_users: tuple[int, ...] = ()  # empty = everyone
+    edit_interval: float = field(default=1.0, metadata=_check("positive"))
+    group_edits_per_minute: int = field(default=20, metadata=_check("positive"))
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = field(default=8443, metadata=_check("port"))
+    webhook_secret: str = ""
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    enabled: bool = False
+    token: str = ""
+    api_base: str = "https://discord.com/api/v10"
+    proxy: str = ""
+    admins: tuple[int, ...] = ()
+    allowed_users: tuple[int, ...] = ()  # empty = everyone
+    edit_interval: float = field(default=1.0, metadata=_check("positive"))
+    guild_ids: tuple[int, ...] = ()  # sync slash commands to these guilds (instant); else globally
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    source: str = "(defaults)"  # where the settings came from, for messages
+
+    def __repr__(self) -> str:  # never print tokens
+        return f"Settings(source={self.source!r})"
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read `path` (default ./config.toml; missing default file = all defaults) and the env."""
+    env = {} if env is None else env
+    explicit = path is not None
+    path = DEFAULT_CONFIG_PATH if path is None else path
+    raw: dict[str, Any] = {}
+    source = "(defaults)"
+    if path.exists():
+        source = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    elif explicit:
+        raise ConfigError(f"{path}: no such config file (copy config.example.toml to start)")
+    settings = _build(Settings, raw, "", source)
+    return _apply_env(dataclasses.replace(settings, source=source), raw, env)
+
+
+def _apply_env(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Tokens from the environment; a front-end with an env token and no explicit `enabled` is on."""
+    updates: dict[str, Any] = {}
+    for name, var in TOKEN_ENV.items():
+        section = getattr(settings, name)
+        token = env.get(var, "").strip()
+        changes: dict[str, Any] = {}
+        if token and not section.token:
+            changes["token"] = token
+            if "enabled" not in raw.get(name, {}):
+                changes["enabled"] = True
+        if changes:
+            section = dataclasses.replace(section, **changes)
+            updates[name] = section
+        if section.enabled and not section.token:
+            raise ConfigError(
+                f"{settings.source}: [{name}] enabled = true but no token: set [{name}] token "
+                f"or the {var} environment variable"
+            )
+    return dataclasses.replace(settings, **updates)
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{prefix}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"[{prefix}] " if prefix else ""
+        raise ConfigError(
+            f"{source}: unknown key {where}{unknown[0]!r} (known: {', '.join(sorted(fields))})"
+        )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, key, source)
+            continue
+        converted = _convert(hint, value, key, source)
+        rule = fields[name].metadata.get("rule")
+        if rule is not None:
+            ok, message = _RULES[rule]
+            if not ok(converted):
+                raise ConfigError(f"{source}: {key} {message} (got {_show(key, value)})")
+        values[name] = converted
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{source}: {key} must be one of {choices} (got {_show(key, value)})")
+        return value
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list (got {_show(key, value)})")
+        return tuple(_convert(item_type, item, f"{key}[{i}]", source) for i, item in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        raise NotImplementedError(key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false (got {_show(key, value)})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer (got {_show(key, value)})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {key} must be a number (got {_show(key, value)})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string (got {_show(key, value)})")
+        return value
+    raise NotImplementedError(f"{key}: {hint}")
+
+
+def _show(key: str, value: Any) -> str:
+    """A value for an error message; secrets are never echoed."""
+    if key.endswith(("token", "secret")):
+        return "<hidden>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
