@@ -1,0 +1,319 @@
+"""ChatService: one user message in, a stream of reply events out; the store is kept in step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bot.chat.events import (
+    AnswerDelta,
+    ChatError,
+    ChatKey,
+    Generating,
+    ReasoningDelta,
+    ReplyEvent,
+    ReplyFinished,
+    ReplyStatus,
+    Waiting,
+)
+from bot.chat.prompt import PromptBuilder, PromptMessage
+from bot.chat.reasoning import ReasoningSplitter
+from bot.config import ChatSettings, GenerationSettings
+from bot.engine.base import (
+    Engine,
+    EngineBusy,
+    EngineError,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    GenerationStream,
+    Queued,
+    SamplingParams,
+    Started,
+    TextDelta,
+)
+
+log = logging.getLogger(__name__)
+
+_STATUS_OF = {
+    FinishReason.EOS: ReplyStatus.COMPLETE,
+    FinishReason.STOP: ReplyStatus.COMPLETE,
+    FinishReason.LENGTH: ReplyStatus.LENGTH,
+    FinishReason.CANCELLED: ReplyStatus.STOPPED,
+    FinishReason.TIMEOUT: ReplyStatus.TIMEOUT,
+    FinishReason.SHUTDOWN: ReplyStatus.INTERRUPTED,
+    FinishReason.ERROR: ReplyStatus.FAILED,
+}
+
+
+class Reply:
+    """The events of one answer; iterate it. The answer is stored whether or not anyone listens."""
+
+    def __init__(self, key: ChatKey) -> None:
+        self.key = key
+        self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        self._task: asyncio.Task[ReplyFinished] | None = None
+        self._stream: GenerationStream | None = None
+        self._is_interrupted = False
+        self._is_done = False
+
+    def __aiter__(self) -> AsyncIterator[ReplyEvent]:
+        return self
+
+    async def __anext__(self) -> ReplyEvent:
+        if self._is_done:
+            raise StopAsyncIteration
+        event = await self._events.get()
+        if isinstance(event, ReplyFinished):
+            self._is_done = True
+        return event
+
+    def stop(self) -> None:
+        """The user asked to stop: the engine stops generating at its next step."""
+        if self._stream is not None:
+            self._stream.cancel()
+
+    def interrupt(self) -> None:
+        """The bot is shutting down: stop, and store the reply as interrupted."""
+        self._is_interrupted = True
+        self.stop()
+
+    async def finished(self) -> ReplyFinished:
+        """Wait until the reply is stored; returns its final event."""
+        assert self._task is not None
+        return await asyncio.shield(self._task)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemPrompt:
+    text: str
+    is_custom: bool  # set for this chat with /system (else the configured default)
+
+
+class ChatService:
+    """Turns, admin commands and the store; knows nothing about any platform."""
+
+    def __init__(
+        self,
+        store: Any,
+        engine: Engine,
+        prompts: PromptBuilder,
+        *,
+        chat: ChatSettings,
+        generation: GenerationSettings,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._prompts = prompts
+        self._chat = chat
+        self._generation = generation
+        self._active: dict[ChatKey, Reply] = {}
+
+    # ---- turns -------------------------------------------------------------------------
+
+    async def start_reply(self, key: ChatKey, text: str) -> Reply:
+        """Store the user's message and start answering it; ChatError if refused (nothing stored)."""
+        text = text.strip()
+        if not text:
+            raise ChatError("Your message is empty: send me some text.")
+        if len(text) > self._chat.max_message_chars:
+            raise ChatError(
+                f"Your message is too long ({len(text)} characters; the limit is "
+                f"{self._chat.max_message_chars}). Please shorten it."
+            )
+        if key in self._active:
+            raise ChatError(
+                "I'm still answering your previous message. Wait for it to finish, or send /stop."
+            )
+        reply = Reply(key)
+        self._active[key] = reply  # claimed before any await, so a second message is refused
+        try:
+            history = await self._store.history(key)
+            system = await self.system_prompt(key.platform, key.chat_id)
+            prompt = self._prompts.build(
+                system.text,
+                [PromptMessage(m.role, m.content) for m in history if m.content],
+                text,
+            )
+            request = GenerationRequest(
+                prompt_ids=prompt.token_ids,
+                params=SamplingParams(
+                    max_new_tokens=prompt.max_new_tokens,
+                    temperature=self._generation.temperature,
+                    top_p=self._generation.top_p,
+                    stop=self._generation.stop,
+                    timeout_seconds=self._generation.timeout_seconds,
+                ),
+                owner=str(key),
+            )
+            try:
+                stream = self._engine.submit(request)
+            except EngineBusy:
+                raise ChatError("I'm very busy right now; please try again in a minute.") from None
+            except EngineError as exc:
+                raise ChatError(f"I can't answer right now: {exc}") from None
+            reply._stream = stream
+            try:
+                await self._store.add_user_message(key, text)
+            except BaseException:
+                stream.cancel()
+                raise
+        except BaseException:
+            del self._active[key]
+            raise
+        splitter = ReasoningSplitter(starts_in_reasoning=prompt.opens_reasoning)
+        reply._task = asyncio.create_task(self._run(reply, stream, splitter), name=f"reply {key}")
+        return reply
+
+    def stop(self, key: ChatKey) -> bool:
+        """Stop the answer being written for `key`; False if there is none."""
+        reply = self._active.get(key)
+        if reply is None:
+            return False
+        reply.stop()
+        return True
+
+    def is_answering(self, key: ChatKey) -> bool:
+        return key in self._active
+
+    async def interrupt_all(self) -> None:
+        """Shutdown: cut every answer short and wait until each is stored."""
+        replies = list(self._active.values())
+        for reply in replies:
+            reply.interrupt()
+        await asyncio.gather(*(r.finished() for r in replies if r._task), return_exceptions=True)
+
+    async def _run(self, reply: Reply, stream: GenerationStream, splitter: ReasoningSplitter) -> ReplyFinished:
+        answer: list[str] = []
+        reasoning: list[str] = []
+
+        def publish(events: list[ReasoningDelta | AnswerDelta]) -> None:
+            for event in events:
+                (reasoning if isinstance(event, ReasoningDelta) else answer).append(event.text)
+                reply._events.put_nowait(event)
+
+        finished: Finished | None = None
+        try:
+            async for event in stream:
+                if isinstance(event, Queued):
+                    reply._events.put_nowait(Waiting(event.position))
+                elif isinstance(event, Started):
+                    reply._events.put_nowait(Generating())
+                elif isinstance(event, TextDelta):
+                    publish(splitter.push(event.text))
+                elif isinstance(event, Finished):
+                    finished = event
+        except asyncio.CancelledError:
+            stream.cancel()
+            reply._is_interrupted = True
+        except Exception:
+            log.exception("reply %s: engine stream failed", reply.key)
+        publish(splitter.flush())
+        final = self._final_event(reply, finished, "".join(answer), "".join(reasoning))
+        try:
+            await self._store_reply(reply.key, final)
+        finally:
+            self._active.pop(reply.key, None)
+            reply._events.put_nowait(final)
+            self._log_reply(reply.key, final, finished)
+        return final
+
+    def _final_event(
+        self, reply: Reply, finished: Finished | None, answer: str, reasoning: str
+    ) -> ReplyFinished:
+        if reply._is_interrupted:
+            status = ReplyStatus.INTERRUPTED
+        elif finished is None:
+            status = ReplyStatus.FAILED
+        else:
+            status = _STATUS_OF[finished.reason]
+        return ReplyFinished(
+            status=status,
+            answer=answer.strip(),
+            reasoning=reasoning.strip(),
+            note=self._note(status, finished),
+            num_prompt_tokens=finished.num_prompt_tokens if finished else 0,
+            num_generated_tokens=finished.num_generated_tokens if finished else 0,
+            first_token_seconds=finished.first_token_seconds if finished else None,
+            total_seconds=finished.total_seconds if finished else 0.0,
+        )
+
+    def _note(self, status: ReplyStatus, finished: Finished | None) -> str | None:
+        if status is ReplyStatus.COMPLETE:
+            return None
+        if status is ReplyStatus.LENGTH:
+            count = finished.num_generated_tokens if finished else 0
+            return f"(The answer was cut off at the length limit of {count} tokens.)"
+        if status is ReplyStatus.STOPPED:
+            return "(Stopped.)"
+        if status is ReplyStatus.TIMEOUT:
+            return f"(Stopped: the answer took longer than {self._generation.timeout_seconds:g} s.)"
+        if status is ReplyStatus.INTERRUPTED:
+            return "(Interrupted: the bot is restarting. Send your message again in a moment.)"
+        error = finished.error if finished and finished.error else "an internal error"
+        return f"(Sorry, something went wrong: {error}.)"
+
+    async def _store_reply(self, key: ChatKey, final: ReplyFinished) -> None:
+        # Shielded: a cancelled front-end must not lose what the model already wrote.
+        await asyncio.shield(
+            self._store.add_assistant_message(
+                key,
+                answer=final.answer,
+                reasoning=final.reasoning,
+                status=final.status,
+                num_prompt_tokens=final.num_prompt_tokens,
+                num_generated_tokens=final.num_generated_tokens,
+                first_token_seconds=final.first_token_seconds,
+                total_seconds=final.total_seconds,
+            )
+        )
+
+    @staticmethod
+    def _log_reply(key: ChatKey, final: ReplyFinished, finished: Finished | None) -> None:
+        decode_rate = 0.0
+        if finished and finished.first_token_seconds is not None and finished.num_generated_tokens > 1:
+            decode_time = finished.total_seconds - finished.first_token_seconds
+            decode_rate = (finished.num_generated_tokens - 1) / decode_time if decode_time > 0 else 0.0
+        log.info(
+            "reply %s status=%s prompt=%d generated=%d queued=%.2fs first_token=%s total=%.2fs "
+            "decode=%.1f tok/s",
+            key, final.status, final.num_prompt_tokens, final.num_generated_tokens,
+            finished.queued_seconds if finished else 0.0,
+            "-" if final.first_token_seconds is None else f"{final.first_token_seconds:.2f}s",
+            final.total_seconds, decode_rate,
+        )
+
+    # ---- dialogue administration ---------------------------------------------------------
+
+    async def reset(self, key: ChatKey) -> None:
+        """Start a new dialogue for this user in this chat; the old one stays stored."""
+        self.stop(key)
+        await self._store.reset(key)
+
+    async def reset_chat(self, platform: str, chat_id: str) -> int:
+        """Start new dialogues for everyone in a chat; returns how many were reset."""
+        for key in [k for k in self._active if k.platform == platform and k.chat_id == chat_id]:
+            self.stop(key)
+        return await self._store.reset_chat(platform, chat_id)
+
+    async def system_prompt(self, platform: str, chat_id: str) -> SystemPrompt:
+        custom = await self._store.get_system_prompt(platform, chat_id)
+        if custom is None:
+            return SystemPrompt(self._chat.system_prompt, is_custom=False)
+        return SystemPrompt(custom, is_custom=True)
+
+    async def set_system_prompt(self, platform: str, chat_id: str, text: str | None) -> None:
+        """Set this chat's system prompt; None restores the configured default."""
+        if text is not None:
+            text = text.strip()
+            if len(text) > self._chat.max_message_chars:
+                raise ChatError(
+                    f"That system prompt is too long ({len(text)} characters; the limit is "
+                    f"{self._chat.max_message_chars})."
+                )
+            if self._prompts.count_tokens(text) > self._prompts.max_context_tokens // 4:
+                raise ChatError("That system prompt would take over a quarter of the model's context.")
+        await self._store.set_system_prompt(platform, chat_id, text)

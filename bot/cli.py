@@ -1,0 +1,168 @@
+"""Command line: run | console | history | check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("bot")
+
+NO_FRONTEND = (
+    "No front-end to start: set [telegram] or [discord] enabled = true with a token in the config "
+    "(or TELEGRAM_BOT_TOKEN / DISCORD_BOT_TOKEN in the environment), "
+    "or chat in the terminal with `python -m bot console`."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    console = args.command == "console"
+    _configure_logging(settings, quiet=console or args.command == "history")
+    try:
+        if args.command == "check":
+            return _check(settings)
+        if args.command == "history":
+            return asyncio.run(_history(settings, args))
+        if console:
+            return asyncio.run(_console(settings))
+        return asyncio.run(_run(settings))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every expected failure is one sentence, not a traceback
+        message = _expected_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("run", "serve the enabled front-ends (Telegram, Discord)"),
+        ("console", "chat with the model in this terminal"),
+        ("check", "validate the configuration and print it (without secrets)"),
+        ("history", "print stored messages as JSON lines"),
+    ]:
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", type=Path, default=None,
+                             help="TOML config file (default: ./config.toml if present)")
+        if name == "history":
+            command.add_argument("--platform", help="only this platform (telegram, discord, console)")
+            command.add_argument("--chat", help="only this chat id")
+            command.add_argument("--user", help="only this user id")
+    return parser
+
+
+def _configure_logging(settings: Settings, *, quiet: bool) -> None:
+    level = logging.WARNING if quiet else getattr(logging, settings.logging.level)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # httpx logs every request URL at INFO, and Telegram URLs contain the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _expected_error(exc: BaseException) -> str | None:
+    from bot.engine.base import EngineError
+    from bot.store.sqlite import StoreError
+
+    if isinstance(exc, ConfigError | EngineError | StoreError):
+        return str(exc)
+    return None
+
+
+def _check(settings: Settings) -> int:
+    print(f"config: {settings.source}")
+    for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
+        values = getattr(settings, section).__dict__
+        shown = {k: ("<set>" if v else "<unset>") if k in ("token", "webhook_secret") else v
+                 for k, v in values.items()}
+        print(f"[{section}] " + ", ".join(f"{k}={v!r}" for k, v in shown.items()))
+    return 0
+
+
+async def _history(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store.sqlite import SqliteStore
+
+    if not Path(settings.storage.path).exists():
+        print(f"error: no database at {settings.storage.path}", file=sys.stderr)
+        return 1
+    async with SqliteStore.open(settings.storage.path) as store:
+        records = await store.query_messages(
+            platform=args.platform, chat_id=args.chat, user_id=args.user
+        )
+    for record in records:
+        print(json.dumps(record.as_json(), ensure_ascii=False))
+    return 0
+
+
+async def _console(settings: Settings) -> int:
+    from bot.app import open_app
+    from bot.frontends.console_ui import ConsoleUI
+
+    print(f"Loading {settings.model.path} …", file=sys.stderr, flush=True)
+    async with open_app(settings) as app:
+        await ConsoleUI(app.service, app.store, reasoning_mode=settings.chat.reasoning).run()
+    return 0
+
+
+def _frontends(settings: Settings, app: object) -> list:
+    frontends = []
+    if settings.telegram.enabled:
+        from bot.frontends.telegram_ui import TelegramFrontend
+
+        frontends.append(TelegramFrontend(settings.telegram, app.service, chat=settings.chat))
+    if settings.discord.enabled:
+        from bot.frontends.discord_ui import DiscordFrontend
+
+        frontends.append(DiscordFrontend(settings.discord, app.service, chat=settings.chat))
+    return frontends
+
+
+async def _run(settings: Settings) -> int:
+    from bot.app import open_app
+
+    if not (settings.telegram.enabled or settings.discord.enabled):
+        print(NO_FRONTEND, file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_app(settings) as app:
+        frontends = _frontends(settings, app)
+        started = []
+        try:
+            for frontend in frontends:
+                await frontend.start()
+                started.append(frontend)
+            log.info("serving on %s; Ctrl-C stops", ", ".join(f.name for f in started))
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            for frontend in started:
+                await frontend.stop_receiving()
+            # Cut running answers short (stored as interrupted), then let each front-end
+            # land the text so far with a note before disconnecting.
+            await app.service.interrupt_all()
+            for frontend in reversed(started):
+                await frontend.close()
+    return 0

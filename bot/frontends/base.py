@@ -1,0 +1,20 @@
+"""What every chat-platform front-end offers the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Frontend(Protocol):
+    """A platform connection; started after the engine, stopped before it."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and begin taking messages; returns once running."""
+
+    async def stop_receiving(self) -> None:
+        """Take no new messages (answers being written go on)."""
+
+    async def close(self) -> None:
+        """Land the final text of every answer still on screen, then disconnect."""
