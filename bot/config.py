@@ -83,7 +83,7 @@ class ChatSettings:
 @dataclass(frozen=True)
 class TelegramSettings:
     enabled: bool = False
-    token: str = ""
+    token: str = field(default="", repr=False)  # a secret: never in logs or reprs
     base_url: str = "https://api.telegram.org/bot"
     proxy: str = ""
     admins: tuple[int, ...] = ()
@@ -94,13 +94,13 @@ class TelegramSettings:
     webhook_url: str = ""
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = field(default=8443, metadata=_check("port"))
-    webhook_secret: str = ""
+    webhook_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
 class DiscordSettings:
     enabled: bool = False
-    token: str = ""
+    token: str = field(default="", repr=False)  # a secret: never in logs or reprs
     api_base: str = "https://discord.com/api/v10"
     proxy: str = ""
     admins: tuple[int, ...] = ()
@@ -150,7 +150,20 @@ def load_settings(
     elif explicit:
         raise ConfigError(f"{path}: no such config file (copy config.example.toml to start)")
     settings = _build(Settings, raw, "", source)
-    return _apply_env(dataclasses.replace(settings, source=source), raw, env)
+    settings = _apply_env(dataclasses.replace(settings, source=source), raw, env)
+    _check_combinations(settings)
+    return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    source = settings.source
+    if settings.telegram.mode == "webhook" and not settings.telegram.webhook_url:
+        raise ConfigError(f'{source}: telegram.webhook_url is required when telegram.mode = "webhook"')
+    if settings.model.quantization != "none" and settings.model.device == "cpu":
+        raise ConfigError(
+            f'{source}: model.quantization = "{settings.model.quantization}" needs a CUDA GPU, '
+            'but model.device = "cpu"; set quantization = "none" to run on the CPU'
+        )
 
 
 def _apply_env(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:

@@ -1,0 +1,406 @@
+"""Engine throughput on a GPU: our LocalEngine vs the notebook's way, nf4 and bf16, in one run.
+
+Builds a random-weight model with DeepSeek-R1-Distill-Qwen-14B's exact config.json, saves it to
+a RAM disk, and loads it back through the bot's own loader (so nf4 is quantized as in
+production). For each precision it measures, with 256-token prompts and 256 new tokens (EOS
+ignored so every request runs to full length), chats arriving `--gap` seconds apart:
+  * ours: 1, 8 and 32 concurrent chats through LocalEngine (continuous batching, CUDA graphs),
+    plus one chat arriving while 31 others decode;
+  * baseline ("the notebook's way"): one `model.generate()` with a TextIteratorStreamer in a
+    thread at a time, requests queued first come first served;
+  * nf4 under a 15 GiB memory cap: 4 concurrent dialogues of 4096 tokens each.
+Writes JSON and a PNG plot. Run: python benchmarks/engine_throughput.py --fixture DIR --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.config import ModelSettings  # noqa: E402
+from bot.engine.base import Finished, GenerationRequest, SamplingParams  # noqa: E402
+from bot.engine.loading import load_model, load_tokenizer  # noqa: E402
+from bot.engine.local import LocalEngine  # noqa: E402
+from bot.engine.runner import CacheShape, ModelRunner  # noqa: E402
+
+log = logging.getLogger("bench")
+PROMPT_TOKENS = 256
+NEW_TOKENS = 256
+TEMPERATURE, TOP_P = 0.6, 0.95
+GiB = 1024**3
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def random_prompts(count: int, length: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    # Plain vocabulary ids (no special tokens): 1000..150000.
+    return torch.randint(1000, 150000, (count, length), generator=generator).tolist()
+
+
+def build_random_checkpoint(fixture: Path, target: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    started = time.perf_counter()
+    config = AutoConfig.from_pretrained(fixture)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(target, max_shard_size="5GB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(fixture / name, target / name)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    log.info("built and saved the random 14B checkpoint in %.1f s", time.perf_counter() - started)
+
+
+# ---- ours -----------------------------------------------------------------------------
+
+
+async def serve_ours(engine: LocalEngine, prompts: list[list[int]], gap: float,
+                     new_tokens: int = NEW_TOKENS) -> dict:
+    async def one(index: int) -> Finished:
+        await asyncio.sleep(index * gap)
+        stream = engine.submit(GenerationRequest(
+            prompt_ids=tuple(prompts[index]),
+            params=SamplingParams(max_new_tokens=new_tokens, temperature=TEMPERATURE, top_p=TOP_P,
+                                  timeout_seconds=3600),
+            owner=f"user{index}",
+        ))
+        finished = None
+        async for event in stream:
+            if isinstance(event, Finished):
+                finished = event
+        return finished
+
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(len(prompts))))
+    wall = time.perf_counter() - started
+    return summarize(
+        [(r.first_token_seconds, r.total_seconds, r.num_generated_tokens) for r in results], wall
+    )
+
+
+async def late_arrival_ttft(engine: LocalEngine, prompts: list[list[int]]) -> float:
+    """First-token time of a chat that arrives while len(prompts)-1 others are decoding."""
+    others = prompts[:-1]
+    streams = [
+        engine.submit(GenerationRequest(
+            prompt_ids=tuple(p),
+            params=SamplingParams(max_new_tokens=4 * NEW_TOKENS, temperature=TEMPERATURE,
+                                  top_p=TOP_P, timeout_seconds=3600),
+            owner=f"busy{i}",
+        ))
+        for i, p in enumerate(others)
+    ]
+    # Wait until every one of them has produced text, i.e. all are decoding.
+    firsts = [asyncio.ensure_future(anext(aiter(s))) for s in streams]
+    seen = 0
+    for stream, first in zip(streams, firsts, strict=True):
+        event = await first
+        while type(event).__name__ != "TextDelta":
+            event = await anext(aiter(stream))
+        seen += 1
+    late = engine.submit(GenerationRequest(
+        prompt_ids=tuple(prompts[-1]),
+        params=SamplingParams(max_new_tokens=8, temperature=TEMPERATURE, top_p=TOP_P),
+        owner="late",
+    ))
+    finished = None
+    async for event in late:
+        if isinstance(event, Finished):
+            finished = event
+    for stream in streams:
+        stream.cancel()
+    for stream in streams:
+        async for _ in stream:
+            pass
+    return finished.first_token_seconds
+
+
+def make_engine(model, tokenizer, shape: CacheShape) -> LocalEngine:
+    runner = ModelRunner(model, shape, use_cuda_graphs=True, seed=0)
+    # No EOS: random weights would stop at random places; every request runs to full length.
+    return LocalEngine(runner, tokenizer, eos_token_ids=(), max_queue=1024)
+
+
+async def bench_ours(model, tokenizer, gap: float) -> dict:
+    results: dict = {}
+    engine = make_engine(model, tokenizer, CacheShape(num_slots=32, slot_tokens=2048))
+    started = time.perf_counter()
+    async with engine:
+        results["warm_up_s"] = time.perf_counter() - started
+        await serve_ours(engine, random_prompts(2, PROMPT_TOKENS, 99), gap)  # first-use effects
+        for chats in (1, 8, 32):
+            results[str(chats)] = await serve_ours(
+                engine, random_prompts(chats, PROMPT_TOKENS, chats), gap
+            )
+            log.info("ours %2d chats: %s", chats, brief(results[str(chats)]))
+        results["first_token_s_arriving_while_31_decode"] = await late_arrival_ttft(
+            engine, random_prompts(32, PROMPT_TOKENS, 7)
+        )
+    del engine
+    gc.collect()
+    torch.cuda.empty_cache()
+    return results
+
+
+async def bench_memory_cap(model, tokenizer, cap_gib: float, dialogues: int, tokens: int) -> dict:
+    """Serve `dialogues` concurrent `tokens`-token dialogues with the process capped at cap_gib."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(cap_gib * GiB / total)
+    try:
+        engine = make_engine(model, tokenizer, CacheShape(num_slots=dialogues, slot_tokens=tokens))
+        async with engine:
+            prompts = random_prompts(dialogues, tokens - NEW_TOKENS, 11)
+            result = await serve_ours(engine, prompts, gap=0.05)
+        result["peak_gib_process"] = torch.cuda.max_memory_reserved() / GiB
+        result["cap_gib"] = cap_gib
+        result["dialogue_tokens"] = tokens
+        del engine
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    return result
+
+
+# ---- the notebook's way ---------------------------------------------------------------
+
+
+def serve_baseline(model, tokenizer, prompts: list[list[int]], gap: float, budget_s: float) -> dict:
+    """One generate() at a time with a TextIteratorStreamer, FCFS; stops after budget_s."""
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        first_token_at: float | None = None
+
+        def put(self, value):
+            if not self.next_tokens_are_prompt and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            super().put(value)
+
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    served = []  # (first token after arrival, end after arrival, tokens)
+    service_times = []
+    first_token_latencies = []  # service start -> first token
+    end = started
+    for index, prompt in enumerate(prompts):
+        arrival = started + index * gap
+        now = time.perf_counter()
+        if now - started > budget_s:
+            break
+        if now < arrival:
+            time.sleep(arrival - now)
+        streamer = TimedStreamer(tokenizer, skip_prompt=True)
+        inputs = torch.tensor([prompt], device=model.device)
+        begin = time.perf_counter()
+        worker = threading.Thread(target=model.generate, kwargs=dict(
+            input_ids=inputs, attention_mask=torch.ones_like(inputs), streamer=streamer,
+            max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=True,
+            temperature=TEMPERATURE, top_p=TOP_P, pad_token_id=tokenizer.eos_token_id,
+        ))
+        worker.start()
+        for _ in streamer:
+            pass
+        worker.join()
+        end = time.perf_counter()
+        service_times.append(end - begin)
+        first_token_latencies.append(streamer.first_token_at - begin)
+        served.append((streamer.first_token_at - arrival, end - arrival, NEW_TOKENS))
+    wall = end - started
+    result = summarize(served, wall)
+    # Requests not reached within the budget: each would wait for every earlier one's full
+    # service time, so their first-token times follow from the measured service times.
+    mean_service = statistics.mean(service_times)
+    mean_first = statistics.mean(first_token_latencies)
+    first_tokens = [r[0] for r in served]
+    finish = end - started
+    for index in range(len(served), len(prompts)):
+        arrival = index * gap
+        start = max(finish, arrival)
+        first_tokens.append(start - arrival + mean_first)
+        finish = start + mean_service
+    result["requests_measured"] = len(served)
+    result["requests_total"] = len(prompts)
+    result["first_token_p50_s_projected"] = percentile(first_tokens, 50)
+    result["first_token_p95_s_projected"] = percentile(first_tokens, 95)
+    result["mean_service_s"] = mean_service
+    return result
+
+
+def bench_baseline(model, tokenizer, gap: float, budget_s: float) -> dict:
+    results = {"1": serve_baseline(model, tokenizer, random_prompts(1, PROMPT_TOKENS, 1), gap, 1e9)}
+    log.info("baseline  1 chat: %s", brief(results["1"]))
+    queued = serve_baseline(model, tokenizer, random_prompts(32, PROMPT_TOKENS, 32), gap, budget_s)
+    results["32"] = queued
+    log.info("baseline 32 chats (%d measured): %s", queued["requests_measured"], brief(queued))
+    return results
+
+
+# ---- reporting --------------------------------------------------------------------------
+
+
+def summarize(requests: list[tuple[float, float, int]], wall: float) -> dict:
+    first = [r[0] for r in requests]
+    per_request = [(n - 1) / (total - ft) for ft, total, n in requests if n > 1 and total > ft]
+    generated = sum(r[2] for r in requests)
+    return {
+        "chats": len(requests),
+        "total_tokens_per_s": generated / wall if wall > 0 else 0.0,
+        "decode_tokens_per_s_per_chat_median": statistics.median(per_request) if per_request else 0,
+        "first_token_p50_s": percentile(first, 50),
+        "first_token_p95_s": percentile(first, 95),
+        "first_token_max_s": max(first) if first else float("nan"),
+        "wall_s": wall,
+        "generated_tokens": generated,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / GiB,
+    }
+
+
+def brief(result: dict) -> str:
+    return (f"{result['total_tokens_per_s']:.1f} tok/s total, "
+            f"{result['decode_tokens_per_s_per_chat_median']:.1f} tok/s/chat, "
+            f"first token p50 {result['first_token_p50_s']:.3f} s p95 {result['first_token_p95_s']:.3f} s, "
+            f"peak {result['peak_gpu_gib']:.1f} GiB")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for precision, color in (("nf4", "tab:blue"), ("bf16", "tab:orange")):
+        data = report["precisions"].get(precision)
+        if not data:
+            continue
+        chats = [1, 8, 32]
+        ours = [data["ours"][str(c)]["total_tokens_per_s"] for c in chats]
+        ax.plot(chats, ours, "o-", color=color, label=f"ours, {precision}")
+        base = data["baseline"]
+        base_rate = [base["1"]["total_tokens_per_s"], base["32"]["total_tokens_per_s"],
+                     base["32"]["total_tokens_per_s"]]
+        ax.plot(chats, base_rate, "s--", color=color, alpha=0.6,
+                label=f"notebook's way, {precision}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks([1, 8, 32], ["1", "8", "32"])
+    ax.set_xlabel("concurrent chats")
+    ax.set_ylabel("generated tokens/s (all chats)")
+    ax.set_title("R1-Distill-Qwen-14B shape on one H200: 256-token prompts, 256 new tokens")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fixture", type=Path, required=True, help="folder with config + tokenizer")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/r1-14b-random"))
+    parser.add_argument("--precisions", default="nf4,bf16")
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between chat arrivals")
+    parser.add_argument("--baseline-budget", type=float, default=40.0,
+                        help="seconds the queued baseline may run before the rest is projected")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not (args.checkpoint / "config.json").exists():
+        build_random_checkpoint(args.fixture, args.checkpoint)
+    report: dict = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "prompt_tokens": PROMPT_TOKENS,
+        "new_tokens": NEW_TOKENS,
+        "arrival_gap_s": args.gap,
+        "sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
+        "precisions": {},
+    }
+    import bitsandbytes
+    import transformers
+
+    report["transformers"] = transformers.__version__
+    report["bitsandbytes"] = bitsandbytes.__version__
+    for precision in args.precisions.split(","):
+        quantization = {"nf4": "nf4", "bf16": "none"}[precision]
+        settings = ModelSettings(path=str(args.checkpoint), quantization=quantization,
+                                 device="cuda", local_files_only=True)
+        started = time.perf_counter()
+        model = load_model(settings)
+        tokenizer = load_tokenizer(settings)
+        entry: dict = {"load_s": time.perf_counter() - started,
+                       "weights_gib": torch.cuda.memory_allocated() / GiB}
+        entry["ours"] = await bench_ours(model, tokenizer, args.gap)
+        if precision == "nf4":
+            entry["memory_cap_16gb_card"] = await bench_memory_cap(model, tokenizer, 15.0, 4, 4096)
+            log.info("nf4 under a 15 GiB cap, 4 x 4096-token dialogues: %s",
+                     brief(entry["memory_cap_16gb_card"]))
+        if not args.skip_baseline:
+            entry["baseline"] = bench_baseline(model, tokenizer, args.gap, args.baseline_budget)
+        report["precisions"][precision] = entry
+        (args.out / "engine_throughput.json").write_text(json.dumps(report, indent=2))
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    nf4 = report["precisions"].get("nf4")
+    if nf4 and "baseline" in nf4:
+        ours, base = nf4["ours"], nf4["baseline"]
+        report["ratio_single_stream"] = (ours["1"]["decode_tokens_per_s_per_chat_median"]
+                                         / base["1"]["decode_tokens_per_s_per_chat_median"])
+        report["ratio_32_chats"] = ours["32"]["total_tokens_per_s"] / base["32"]["total_tokens_per_s"]
+        report["first_token_p95_s_at_32"] = ours["32"]["first_token_p95_s"]
+    (args.out / "engine_throughput.json").write_text(json.dumps(report, indent=2))
+    if all("baseline" in v for v in report["precisions"].values()):
+        plot(report, args.out / "engine_throughput.png")
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    print("\nprecision | who | chats | total tok/s | tok/s/chat | TTFT p50 | TTFT p95 | peak GiB")
+    for precision, data in report["precisions"].items():
+        for who in ("ours", "baseline"):
+            for chats, row in sorted(data.get(who, {}).items()):
+                if not isinstance(row, dict):
+                    continue
+                print(f"{precision} | {who} | {chats} | {row['total_tokens_per_s']:.1f} | "
+                      f"{row['decode_tokens_per_s_per_chat_median']:.1f} | "
+                      f"{row['first_token_p50_s']:.3f} | {row['first_token_p95_s']:.3f} | "
+                      f"{row['peak_gpu_gib']:.1f}")
+    for key in ("ratio_single_stream", "ratio_32_chats", "first_token_p95_s_at_32"):
+        if key in report:
+            print(f"{key}: {report[key]:.2f}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    asyncio.run(main())

@@ -1,0 +1,95 @@
+"""Config loading: defaults, validation messages that name the key and file, tokens from env."""
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_documents_every_key_with_its_default():
+    example = load_settings(REPO / "config.example.toml", env={})
+    defaults = Settings()
+    for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord",
+                    "logging"):
+        assert getattr(example, section) == getattr(defaults, section), section
+    text = (REPO / "config.example.toml").read_text()
+    for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
+        for key in getattr(defaults, section).__dataclass_fields__:
+            assert f"\n{key} =" in text, f"[{section}] {key} is not documented"
+
+
+def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, env={})
+    assert settings.model.quantization == "nf4"
+    assert settings.generation.temperature == 0.6
+    assert settings.chat.reasoning == "collapsed"
+    assert not settings.telegram.enabled
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[model]\nquantisation = 'nf4'\n", r"unknown key \[model\] 'quantisation'"),
+        ("[modle]\n", r"unknown key 'modle'"),
+        ("[model]\nquantization = 'q8'\n", r"model.quantization must be one of"),
+        ("[generation]\ntemperature = 'hot'\n", r"generation.temperature must be a number"),
+        ("[generation]\ntop_p = 1.5\n", r"generation.top_p must be in \(0, 1\]"),
+        ("[generation]\nmax_new_tokens = 0\n", r"generation.max_new_tokens must be greater than 0"),
+        ("[generation]\nstop = ['']\n", r"generation.stop must not contain empty strings"),
+        ("[telegram]\nadmins = ['alice']\n", r"telegram.admins\[0\] must be an integer"),
+        ("[telegram]\nenabled = 'yes'\n", r"telegram.enabled must be true or false"),
+        ("[telegram]\nenabled = true\n", r"no token"),
+        ("model = 3\n", r"\[model\] must be a table"),
+        ("[model\n", r"not valid TOML"),
+        ("[model]\ndevice = 'cpu'\n", r"needs a CUDA GPU"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_file(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as error:
+        load_settings(path, env={})
+    assert str(path) in str(error.value)
+
+
+def test_token_from_environment_enables_the_frontend(tmp_path):
+    path = write(tmp_path, "[discord]\nadmins = [42]\n")
+    settings = load_settings(path, env={"TELEGRAM_BOT_TOKEN": "123:abc", "DISCORD_BOT_TOKEN": "d.t"})
+    assert settings.telegram.enabled and settings.telegram.token == "123:abc"
+    assert settings.discord.enabled and settings.discord.admins == (42,)
+
+
+def test_explicitly_disabled_frontend_stays_off_with_env_token(tmp_path):
+    path = write(tmp_path, "[telegram]\nenabled = false\n")
+    settings = load_settings(path, env={"TELEGRAM_BOT_TOKEN": "123:abc"})
+    assert not settings.telegram.enabled
+
+
+def test_secrets_never_appear_in_errors_or_repr(tmp_path):
+    path = write(tmp_path, "[telegram]\ntoken = 12345\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, env={})
+    assert "12345" not in str(error.value)
+    settings = load_settings(write(tmp_path, "[telegram]\ntoken = 'sekrit:1'\nenabled = true\n"),
+                             env={})
+    assert "sekrit" not in repr(settings)
+    assert "sekrit" not in repr(settings.telegram)
+
+
+def test_integers_are_accepted_for_float_keys(tmp_path):
+    settings = load_settings(write(tmp_path, "[generation]\ntemperature = 1\n"), env={})
+    assert settings.generation.temperature == 1.0
