@@ -1,0 +1,1 @@
+"""Loopback fakes of the chat platforms' servers, for tests that run the real client libraries."""
