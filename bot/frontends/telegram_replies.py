@@ -1,0 +1,280 @@
+"""Runs each answer in a Telegram chat: renderer + sink, typing action, Stop button, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+
+from bot.chat.events import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished
+from bot.chat.service import ChatService, Reply
+from bot.frontends.telegram_notices import Notices
+from bot.frontends.telegram_pacers import ChatPacers
+from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
+from bot.render.layout import ReasoningMode, TelegramLayout
+from bot.render.pacing import ChatPacer, Clock
+from bot.render.stream import DeliveryFailed, StreamRenderer
+
+log = logging.getLogger(__name__)
+
+STOP_PREFIX = "stop:"
+STOP_LABEL = "⏹ Stop"
+CONTROL_TEXT = "✍️ Writing… tap Stop to cancel."
+SHUTDOWN_NOTE = "⚠️ Interrupted: the bot is restarting. Send your message again in a moment."
+CLOSING_TEXT = "I'm restarting right now; please send that again in a minute."
+TYPING_EVERY = 4.5  # Telegram shows the typing action for about 5 s
+
+
+def target_of(message: Message) -> ChatTarget:
+    """Answer in the message's chat (and forum topic), as a reply to it."""
+    thread = message.message_thread_id if message.is_topic_message else None
+    return ChatTarget(message.chat.id, reply_to=message.message_id, thread_id=thread)
+
+
+def is_group_chat(message: Message) -> bool:
+    return message.chat.type != "private"
+
+
+@dataclass
+class _Running:
+    """One answer being shown."""
+
+    reply: Reply
+    user_id: int
+    message: Message
+    task: asyncio.Task[None] | None = None
+    control: Message | None = None  # the message with the Stop button (draft streaming)
+    answering: asyncio.Event = field(default_factory=asyncio.Event)  # answer text has started
+
+
+class _DraftSupport:
+    """Where sendMessageDraft works: private chats, until the server refuses it."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.is_enabled = enabled
+        self._refused_chats: set[int] = set()
+
+    def allows(self, chat_id: int) -> bool:
+        return self.is_enabled and chat_id not in self._refused_chats
+
+    def refuse(self, chat_id: int, everywhere: bool) -> None:
+        if everywhere:
+            self.is_enabled = False
+        elif len(self._refused_chats) < 100_000:
+            self._refused_chats.add(chat_id)
+
+
+class _Watched:
+    """The reply's events, noting when the answer proper starts (the typing action ends)."""
+
+    def __init__(self, reply: Reply, answering: asyncio.Event) -> None:
+        self._reply = reply
+        self._answering = answering
+
+    def __aiter__(self) -> AsyncIterator[ReplyEvent]:
+        return self
+
+    async def __anext__(self) -> ReplyEvent:
+        event = await self._reply.__anext__()
+        if isinstance(event, ReplyFinished) or (
+            isinstance(event, AnswerDelta) and event.text.strip()
+        ):
+            self._answering.set()
+        return event
+
+
+@dataclass(frozen=True)
+class ReplyOptions:
+    """How answers are shown (from [telegram] and [chat] settings)."""
+
+    reasoning: ReasoningMode = "collapsed"
+    edit_interval: float = 1.0
+    tick_interval: float = 5.0  # the "thinking… N s" status moves in steps of this
+    final_timeout: float = 120.0  # retrying the final text (429s, network errors) this long
+    use_drafts: bool = True
+
+
+class ReplyRunner:
+    """Starts answers, shows them while they stream, and lands every final text."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        service: ChatService,
+        pacers: ChatPacers,
+        notices: Notices,
+        clock: Clock,
+        *,
+        options: ReplyOptions,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self._bot = bot
+        self._service = service
+        self._pacers = pacers
+        self._notices = notices
+        self._clock = clock
+        self._options = options
+        self._limiter = limiter
+        self._drafts = _DraftSupport(options.use_drafts)
+        self._running: dict[int, _Running] = {}
+        self._tokens = itertools.count(1)
+        self._is_closing = False
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    async def begin(self, message: Message, key: ChatKey, text: str) -> None:
+        """Start answering `text`; a refusal (busy, empty, too long) is answered with a notice."""
+        target = target_of(message)
+        if self._is_closing:
+            await self._notices.send(target, CLOSING_TEXT, is_group=is_group_chat(message))
+            return
+        try:
+            reply = await self._service.start_reply(key, text)
+        except ChatError as error:
+            await self._notices.send(target, str(error), is_group=is_group_chat(message))
+            return
+        # No await from here on: the reply is running and must be shown and landed.
+        token = next(self._tokens)
+        running = _Running(reply, int(key.user_id), message)
+        self._running[token] = running
+        running.task = asyncio.create_task(self._show(token, running), name=f"telegram {key}")
+
+    def stop_by_button(self, data: str, user_id: int, *, is_admin: bool) -> str:
+        """Handle a Stop button press; returns the text of the toast to show."""
+        try:
+            token = int(data.removeprefix(STOP_PREFIX))
+        except ValueError:
+            return "That button is not mine."
+        running = self._running.get(token)
+        if running is None:
+            return "This answer is already finished."
+        if user_id != running.user_id and not is_admin:
+            return "Only the person who asked can stop this answer."
+        running.reply.stop()
+        return "Stopping…"
+
+    async def close(self, *, timeout: float) -> None:
+        """Cut every answer short, land its text so far with a note, then return."""
+        self._is_closing = True
+        running = list(self._running.values())
+        for each in running:
+            each.reply.interrupt()
+        tasks = {each.task for each in running if each.task is not None}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            # Stuck (the stream never ended): each task lands its text so far when cancelled.
+            log.warning("%d answers still open after %.0f s; cut off", len(pending), timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=timeout)
+
+    # One answer -----------------------------------------------------------------------------
+
+    async def _show(self, token: int, running: _Running) -> None:
+        message = running.message
+        target = target_of(message)
+        is_group = is_group_chat(message)
+        stop_markup = InlineKeyboardMarkup(
+            [[InlineKeyboardButton(STOP_LABEL, callback_data=f"{STOP_PREFIX}{token}")]]
+        )
+        use_drafts = not is_group and self._drafts.allows(target.chat_id)
+        typing = asyncio.create_task(self._keep_typing(target, running.answering))
+        try:
+            with self._pacers.lease(target.chat_id, is_group=is_group) as pacer:
+                sink = TelegramSink(
+                    self._bot,
+                    target,
+                    draft_base=self._draft_base(token) if use_drafts else None,
+                    stop_markup=stop_markup,
+                    limiter=self._limiter,
+                    on_drafts_refused=lambda everywhere: self._drafts.refuse(
+                        target.chat_id, everywhere
+                    ),
+                )
+                renderer = StreamRenderer(
+                    sink,
+                    TelegramLayout(self._options.reasoning),
+                    clock=self._clock,
+                    pacer=pacer,
+                    edit_interval=self._options.edit_interval,
+                    tick_interval=self._options.tick_interval,
+                    final_timeout=self._options.final_timeout,
+                )
+                control = stop_markup if use_drafts else None
+                await self._render(running, renderer, pacer, control)
+        finally:
+            running.answering.set()
+            typing.cancel()
+            self._running.pop(token, None)
+            if running.control is not None:
+                await self._delete(running.control)
+
+    async def _render(
+        self,
+        running: _Running,
+        renderer: StreamRenderer,
+        pacer: ChatPacer,
+        control_markup: InlineKeyboardMarkup | None,
+    ) -> None:
+        key = running.reply.key
+        try:
+            if control_markup is not None:
+                # Drafts carry no buttons: the Stop button sits on a small message above the
+                # draft, deleted once the answer is complete. It takes the chat's first slot.
+                target = target_of(running.message)
+                running.control = await self._notices.send(
+                    ChatTarget(target.chat_id, thread_id=target.thread_id),
+                    CONTROL_TEXT,
+                    is_group=False,
+                    markup=control_markup,
+                    pacer=pacer,
+                )
+            await renderer.run(_Watched(running.reply, running.answering))
+        except asyncio.CancelledError:
+            # close() gave up waiting for the stream: show what there is, with a note.
+            running.reply.interrupt()
+            await renderer.finish_now(SHUTDOWN_NOTE)
+            raise
+        except DeliveryFailed as error:
+            log.error("reply %s: final text not delivered: %s", key, error)
+        except TelegramError as error:
+            # Blocked by the user, chat deleted, ...: no one can see it, so stop the model.
+            log.warning("reply %s: Telegram refused it (%s); stopping", key, error.message)
+            running.reply.stop()
+        except Exception:
+            log.exception("reply %s: showing it failed; stopping", key)
+            running.reply.stop()
+
+    async def _keep_typing(self, target: ChatTarget, answering: asyncio.Event) -> None:
+        """The typing action while the request is queued or the model thinks."""
+        while not answering.is_set():
+            try:
+                await self._bot.send_chat_action(
+                    target.chat_id, ChatAction.TYPING, message_thread_id=target.thread_id
+                )
+            except TelegramError as error:
+                log.debug("chat %s: typing action failed: %s", target.chat_id, error.message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answering.wait(), TYPING_EVERY)
+
+    async def _delete(self, control: Message) -> None:
+        try:
+            await self._bot.delete_message(control.chat.id, control.message_id)
+        except TelegramError as error:
+            log.info("chat %s: Stop message not deleted: %s", control.chat.id, error.message)
+
+    @staticmethod
+    def _draft_base(token: int) -> int:
+        # Distinct per answer, and per message of it (index < 100), within 31 bits.
+        return (token % 20_000_000) * 100 + 1

@@ -1,0 +1,320 @@
+"""The Telegram front-end: python-telegram-bot Application -> ChatService, answers streamed back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
+
+from telegram import BotCommandScopeAllGroupChats, BotCommandScopeDefault, Message, Update, User
+from telegram.constants import ChatType, MessageEntityType
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.chat.service import ChatService
+from bot.config import ChatSettings, ConfigError, TelegramSettings
+from bot.frontends.redact import Redaction
+from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
+from bot.frontends.telegram_commands import (
+    NOT_ALLOWED,
+    NOT_TEXT,
+    UNKNOWN_COMMAND,
+    Commands,
+    bot_commands,
+    key_of,
+)
+from bot.frontends.telegram_notices import Notices
+from bot.frontends.telegram_pacers import ChatPacers
+from bot.frontends.telegram_replies import STOP_PREFIX, ReplyOptions, ReplyRunner
+from bot.render.pacing import ChatPacer, Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+OPEN_COMMANDS = frozenset({"start", "help"})  # answered for everyone (with a refusal if need be)
+# Loggers that may print request URLs, which carry the bot token (PTB logs its base URL).
+URL_LOGGERS = ("httpx", "httpcore", "telegram")
+
+CommandFn = Callable[[Message, User, Sequence[str]], Awaitable[None]]
+
+
+def file_url_for(base_url: str) -> str:
+    """The file-download base for an API base ('.../bot' -> '.../file/bot')."""
+    if base_url.endswith("/bot"):
+        return base_url[: -len("/bot")] + "/file/bot"
+    return base_url.rstrip("/") + "/file/bot"
+
+
+class TelegramFrontend:
+    """Serves Telegram chats: long polling (or a webhook), concurrent updates, streamed answers."""
+
+    name = "telegram"
+
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        service: ChatService,
+        *,
+        chat: ChatSettings,
+        clock: Clock | None = None,
+        poll_timeout: float = 10.0,
+        group_window: float = 60.0,
+        tick_interval: float = 5.0,
+        final_timeout: float = 120.0,
+        close_timeout: float = 30.0,
+        global_calls_per_second: int | None = 30,
+        use_drafts: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._poll_timeout = poll_timeout
+        self._close_timeout = close_timeout
+        self._access = Access(frozenset(settings.admins), frozenset(settings.allowed_users))
+        self._me: BotIdentity | None = None
+        self._redaction = Redaction([settings.token, settings.webhook_secret], URL_LOGGERS)
+        self._redaction.install()  # before the Bot is built: it logs its URL
+        self._app = self._build_application(settings)
+        clock = clock or SystemClock()
+        # Telegram's bot-wide limit (about 30 messages a second); waits, never pauses the bot.
+        limiter = None
+        if global_calls_per_second:
+            limiter = ChatPacer(clock, min_interval=0.0, max_calls=global_calls_per_second,
+                                per_seconds=1.0)
+        pacers = ChatPacers(
+            clock,
+            min_interval=settings.edit_interval,
+            group_calls=settings.group_edits_per_minute,
+            group_window=group_window,
+        )
+        bot = self._app.bot
+        self._notices = Notices(bot, pacers, clock, limiter=limiter)
+        self._replies = ReplyRunner(
+            bot,
+            service,
+            pacers,
+            self._notices,
+            clock,
+            options=ReplyOptions(
+                reasoning=chat.reasoning,
+                edit_interval=settings.edit_interval,
+                tick_interval=tick_interval,
+                final_timeout=final_timeout,
+                use_drafts=use_drafts,
+            ),
+            limiter=limiter,
+        )
+        self._commands = Commands(service, self._access, self._notices, self._replies)
+        self._add_handlers()
+
+    @property
+    def application(self) -> Application:
+        return self._app
+
+    @property
+    def num_answering(self) -> int:
+        """Answers being shown right now."""
+        return self._replies.num_running
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the token (getMe), register the command menu, then take updates."""
+        try:
+            await self._initialize()
+            bot = self._app.bot
+            self._me = BotIdentity(bot.id, bot.username)
+            await self._register_commands()
+            await self._app.start()
+            await self._start_receiving()
+        except BaseException:
+            await self._shutdown()
+            raise
+        log.info("telegram: @%s is %s", self._me.username,
+                 "polling" if self._settings.mode == "polling" else "on its webhook")
+
+    async def stop_receiving(self) -> None:
+        """Take no new updates; answers being shown go on."""
+        updater = self._app.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+
+    async def close(self) -> None:
+        """Land every answer (the text so far and a note if cut short), then disconnect."""
+        await self.stop_receiving()
+        await self._replies.close(timeout=self._close_timeout)
+        await self._shutdown()
+
+    async def _initialize(self) -> None:
+        try:
+            await self._app.initialize()
+        except InvalidToken:
+            raise ConfigError("[telegram] token: Telegram refused the bot token") from None
+        except NetworkError as error:
+            host = urlsplit(self._settings.base_url).netloc
+            raise ConfigError(
+                f"[telegram] cannot reach the Bot API at {host} ({error.message}); "
+                "check base_url and proxy"
+            ) from None
+
+    async def _register_commands(self) -> None:
+        bot = self._app.bot
+        try:
+            for scope, for_groups in (
+                (BotCommandScopeDefault(), False),
+                (BotCommandScopeAllGroupChats(), True),
+            ):
+                await bot.set_my_commands(bot_commands(for_groups=for_groups), scope=scope)
+        except TelegramError as error:
+            log.warning("telegram: command menu not registered: %s", error.message)
+
+    async def _start_receiving(self) -> None:
+        updater = self._app.updater
+        assert updater is not None
+        if self._settings.mode == "polling":
+            await updater.start_polling(
+                timeout=int(self._poll_timeout), allowed_updates=ALLOWED_UPDATES
+            )
+            return
+        url = self._settings.webhook_url
+        try:
+            await updater.start_webhook(
+                listen=self._settings.webhook_listen,
+                port=self._settings.webhook_port,
+                url_path=urlsplit(url).path.lstrip("/"),
+                webhook_url=url,
+                secret_token=self._settings.webhook_secret or None,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        except RuntimeError as error:
+            if "webhooks" not in str(error):
+                raise
+            raise ConfigError(
+                '[telegram] mode = "webhook" needs: pip install "python-telegram-bot[webhooks]"'
+            ) from None
+
+    async def _shutdown(self) -> None:
+        try:
+            if self._app.running:
+                await self._app.stop()
+            await self._app.shutdown()
+        finally:
+            self._redaction.remove()
+
+    # Building -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _build_application(settings: TelegramSettings) -> Application:
+        builder = (
+            Application.builder()
+            .token(settings.token)
+            .base_url(settings.base_url)
+            .base_file_url(file_url_for(settings.base_url))
+            # One user's long answer never holds up another user's message or command.
+            .concurrent_updates(True)
+            .connection_pool_size(512)
+            .pool_timeout(10.0)
+        )
+        if settings.proxy:
+            builder = builder.proxy(settings.proxy).get_updates_proxy(settings.proxy)
+        return builder.build()
+
+    def _add_handlers(self) -> None:
+        new_message = filters.UpdateType.MESSAGE
+        app = self._app
+        app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{STOP_PREFIX}"))
+        for name, handler in self._commands.handlers().items():
+            app.add_handler(CommandHandler(name, self._command(name, handler), filters=new_message))
+        app.add_handler(MessageHandler(new_message & filters.COMMAND, self._on_unknown_command))
+        text = new_message & filters.TEXT & ~filters.COMMAND
+        app.add_handler(MessageHandler(text, self._on_text))
+        app.add_handler(
+            MessageHandler(
+                new_message & ~filters.TEXT & ~filters.StatusUpdate.ALL, self._on_not_text
+            )
+        )
+        app.add_error_handler(self._on_error)
+
+    # Handlers -------------------------------------------------------------------------------
+
+    def _command(
+        self, name: str, handler: CommandFn
+    ) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
+        async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message, user = update.message, update.effective_user
+            if message is None or user is None or user.is_bot:
+                return
+            if name not in OPEN_COMMANDS and not self._access.is_allowed(user.id):
+                await self._commands.say(message, NOT_ALLOWED)
+                return
+            await handler(message, user, context.args or [])
+
+        return run
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.message, update.effective_user
+        if message is None or message.text is None or user is None or user.is_bot:
+            return
+        if message.chat.type == ChatType.PRIVATE:
+            text: str | None = message.text
+        else:
+            text = group_turn_text(message, self._identity())
+            if text is None:
+                return  # group chatter not meant for the bot
+        if not self._access.is_allowed(user.id):
+            await self._commands.say(message, NOT_ALLOWED)
+            return
+        await self._replies.begin(message, key_of(message, user), text)
+
+    async def _on_not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.message, update.effective_user
+        if message is None or user is None or user.is_bot:
+            return
+        if message.chat.type != ChatType.PRIVATE and not self._identity().is_addressed(message):
+            return
+        await self._commands.say(message, NOT_TEXT)
+
+    async def _on_unknown_command(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE
+    ) -> None:
+        message = update.message
+        if message is None or message.text is None:
+            return
+        if message.chat.type != ChatType.PRIVATE:
+            # Groups see every bot's commands: answer only /command@thisbot.
+            entity = next(
+                (e for e in message.entities if e.type == MessageEntityType.BOT_COMMAND), None
+            )
+            command = message.parse_entity(entity) if entity is not None else ""
+            _, _, username = command.partition("@")
+            if username.lower() != self._identity().username.lower():
+                return
+        await self._commands.say(message, UNKNOWN_COMMAND)
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None or query.data is None:
+            return
+        user_id = query.from_user.id
+        toast = self._replies.stop_by_button(
+            query.data, user_id, is_admin=self._access.is_admin(user_id)
+        )
+        try:
+            await query.answer(toast)
+        except TelegramError as error:
+            log.info("telegram: button press not answered: %s", error.message)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        log.error("telegram: handling an update failed: %r", error, exc_info=error)
+
+    def _identity(self) -> BotIdentity:
+        if self._me is None:  # updates arrive only after start()
+            bot = self._app.bot
+            self._me = BotIdentity(bot.id, bot.username)
+        return self._me
