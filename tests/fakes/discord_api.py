@@ -5,7 +5,7 @@ Usage::
     async with FakeDiscord() as dc:
         alice = dc.add_user("alice")
         guild = dc.add_guild("Lab", members=[alice])
-        connector = await connector_for(dc.api_base, dc.token)
+        connector = await connector_for(dc.api_base, dc.token)  # bot.frontends.discord_connect
         client = discord.Client(intents=..., connector=connector, guild_ready_timeout=0.1)
         ...  # start the client, wait for on_ready
         rec = await dc.slash(alice, "chat", prompt="hi", guild=guild)
@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
-import yarl
 from aiohttp import web
 
 from .discord_gateway import FakeGateway, GatewaySession
@@ -110,59 +108,6 @@ class _Fault:
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
-
-
-# ----------------------------------------------------------------------------- client wiring
-
-
-class RedirectConnector(aiohttp.TCPConnector):
-    """aiohttp connector that sends one discord.py client's Discord traffic elsewhere.
-
-    discord.py builds every URL from the class-level `Route.BASE` (REST and the webhook
-    adapter used for interaction responses) and connects a plain `Client` to the class-level
-    `DiscordWebSocket.DEFAULT_GATEWAY`; both are process-wide. All that traffic goes through
-    the client's one aiohttp session, whose connector is a per-client constructor argument
-    (`Client(connector=...)`), so the rewrite lives here instead of in module globals.
-    """
-
-    def __init__(self, api_base: str, gateway_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.api_base = yarl.URL(api_base.rstrip("/"))
-        self.gateway_url = yarl.URL(gateway_url)
-
-    def rewrite(self, url: yarl.URL) -> yarl.URL:
-        """Maps https://discord.com/api[/vN]/... and wss://gateway.discord.gg/ to the targets."""
-        if url.host == "discord.com" and url.path.startswith("/api/"):
-            rest = url.path[len("/api") :]
-            if re.match(r"/v\d+/", rest):
-                rest = rest[rest.index("/", 1) :]
-            target = self.api_base.with_path(self.api_base.path + rest, encoded=False)
-            return target.with_query(url.query)
-        if url.host == "gateway.discord.gg":
-            return self.gateway_url.with_query(url.query)
-        return url
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        # The request line is written after the connection exists, so rewriting here
-        # changes both where the connection goes and the path that is sent.
-        req.url = self.rewrite(req.url)
-        return await super().connect(req, traces, timeout)
-
-
-async def fetch_gateway_url(api_base: str, token: str) -> str:
-    """Asks GET {api_base}/gateway/bot for the gateway URL, as AutoShardedClient does."""
-    headers = {"Authorization": f"Bot {token}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{api_base.rstrip('/')}/gateway/bot", headers=headers) as resp,
-    ):
-        resp.raise_for_status()
-        return (await resp.json())["url"]
-
-
-async def connector_for(api_base: str, token: str) -> RedirectConnector:
-    """A connector for `discord.Client(connector=...)` pointing REST and gateway at api_base."""
-    return RedirectConnector(api_base, await fetch_gateway_url(api_base, token))
 
 
 # ----------------------------------------------------------------------------- the server

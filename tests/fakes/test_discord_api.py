@@ -13,7 +13,9 @@ import pytest
 import yarl
 from discord import app_commands
 
-from .discord_api import FakeDiscord, RedirectConnector, connector_for
+from bot.frontends.discord_connect import RedirectConnector, connector_for
+
+from .discord_api import FakeDiscord
 from .discord_state import (
     DID_NOT_RESPOND,
     FLAG_LOADING,
