@@ -114,8 +114,12 @@ class ChatService:
 
     # ---- turns -------------------------------------------------------------------------
 
-    async def start_reply(self, key: ChatKey, text: str) -> Reply:
-        """Store the user's message and start answering it; ChatError if refused (nothing stored)."""
+    def check_message(self, key: ChatKey, text: str) -> str:
+        """The message as start_reply would take it; ChatError if start_reply would refuse it now.
+
+        Cheap and synchronous, so a front-end can refuse privately before it acknowledges
+        publicly (Discord must choose an ephemeral or a public answer at once).
+        """
         text = text.strip()
         if not text:
             raise ChatError("Your message is empty: send me some text.")
@@ -128,6 +132,11 @@ class ChatService:
             raise ChatError(
                 "I'm still answering your previous message. Wait for it to finish, or send /stop."
             )
+        return text
+
+    async def start_reply(self, key: ChatKey, text: str) -> Reply:
+        """Store the user's message and start answering it; ChatError if refused (nothing stored)."""
+        text = self.check_message(key, text)
         reply = Reply(key)
         self._active[key] = reply  # claimed before any await, so a second message is refused
         try:
