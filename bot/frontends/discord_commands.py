@@ -1,0 +1,314 @@
+"""What the Discord bot does: slash commands, DMs and mentions, the Stop button."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+import discord
+from discord import app_commands
+
+from bot.chat.events import ChatError, ChatKey
+from bot.chat.service import ChatService, Reply
+from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
+from bot.frontends.discord_controls import stop_view
+from bot.frontends.discord_replies import ReplyStreams
+from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+HELP = """**Commands**
+`/chat prompt:` ask the model (or DM me, or @mention me)
+`/stop` stop the answer being written for you here (or press its Stop button)
+`/reset` start a new dialogue in this channel (the old one stays stored)
+`/reset user:` start a new dialogue for someone else here (admins)
+`/system` show this channel's system prompt
+`/system text:` set it; `/system text:clear` restores the default (admins; anyone in a DM)
+`/help` this help
+Each person has their own dialogue in each channel."""
+ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
+RESTARTING = "The bot is restarting; please try again in a minute."
+FAILED = "Sorry, something went wrong. Please try again."
+CLEAR_WORDS = frozenset({"clear", "default", "reset"})
+MAX_SHOWN_PROMPT = 1800  # a shown system prompt must leave room in Discord's 2000 characters
+
+
+class DiscordHandlers:
+    """Turns Discord interactions and messages into ChatService calls; platform I/O only."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        replies: ReplyStreams,
+        access: AccessPolicy,
+        *,
+        token_ttl: float,
+        token_margin: float,
+    ) -> None:
+        self._service = service
+        self._replies = replies
+        self._access = access
+        self._token_ttl = token_ttl
+        self._token_margin = token_margin
+        self._is_accepting = True
+        self._bot_user_id: int | None = None
+
+    def stop_accepting(self) -> None:
+        """New commands and messages are refused from now on (answers being written go on)."""
+        self._is_accepting = False
+
+    def set_bot_user(self, user_id: int) -> None:
+        self._bot_user_id = user_id
+
+    # Commands -----------------------------------------------------------------------------------
+
+    def add_commands(self, tree: app_commands.CommandTree[discord.Client]) -> None:
+        """Register /chat, /reset, /system, /stop and /help on `tree`."""
+
+        @tree.command(name="chat", description="Ask the model")
+        @app_commands.describe(prompt="Your message")
+        async def chat(interaction: discord.Interaction, prompt: str) -> None:
+            await self.chat(interaction, prompt)
+
+        @tree.command(name="reset", description="Start a new dialogue in this channel")
+        @app_commands.describe(user="Someone else whose dialogue to reset (admins only)")
+        async def reset(interaction: discord.Interaction, user: discord.User | None = None) -> None:
+            await self.reset(interaction, user)
+
+        @tree.command(name="system", description="Show or set this channel's system prompt")
+        @app_commands.describe(text="The new system prompt; 'clear' restores the default")
+        async def system(interaction: discord.Interaction, text: str | None = None) -> None:
+            await self.system(interaction, text)
+
+        @tree.command(name="stop", description="Stop the answer being written for you here")
+        async def stop(interaction: discord.Interaction) -> None:
+            await self.stop(interaction)
+
+        @tree.command(name="help", description="What this bot can do")
+        async def help_(interaction: discord.Interaction) -> None:
+            await _tell(interaction, HELP)
+
+    async def chat(self, interaction: discord.Interaction, prompt: str) -> None:
+        caller = _caller_of(interaction)
+        if not await self._admit(interaction, caller):
+            return
+        key = _key(interaction.channel_id, caller.user_id)
+        try:
+            # Checked before acknowledging: a refusal must be private, and once Discord shows
+            # a public "thinking…" the answer can no longer become ephemeral.
+            self._service.check_message(key, prompt)
+        except ChatError as exc:
+            await _tell(interaction, str(exc))
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            reply = await self._service.start_reply(key, prompt)
+        except ChatError as exc:  # rare here: the engine is busy, or a race with another turn
+            await _retract(interaction, str(exc))
+            return
+        except Exception:
+            log.exception("discord: could not start a reply for %s", key)
+            await _retract(interaction, FAILED)
+            return
+        deadline = interaction.created_at.timestamp() + self._token_ttl - self._token_margin
+        sink = DiscordSink(
+            _channel_of(interaction),
+            make_view=lambda: stop_view(caller.user_id),
+            interaction=interaction,
+            token_deadline=deadline,
+        )
+        self._stream(reply, sink, interaction.channel_id)
+
+    async def reset(self, interaction: discord.Interaction, user: discord.User | None) -> None:
+        caller = _caller_of(interaction)
+        if not await self._admit(interaction, caller):
+            return
+        target = caller.user_id if user is None else user.id
+        if target != caller.user_id and not self._access.may_configure_chat(caller):
+            await _tell(interaction, ADMINS_ONLY)
+            return
+
+        async def work() -> str:
+            await self._service.reset(_key(interaction.channel_id, target))
+            if target == caller.user_id:
+                return "Started a new dialogue for you in this channel."
+            return f"Started a new dialogue for <@{target}> in this channel."
+
+        await _answer_privately(interaction, work)
+
+    async def system(self, interaction: discord.Interaction, text: str | None) -> None:
+        caller = _caller_of(interaction)
+        if not await self._admit(interaction, caller):
+            return
+        chat_id = str(interaction.channel_id)
+        if text is None:
+
+            async def show() -> str:
+                current = await self._service.system_prompt(PLATFORM, chat_id)
+                shown = _clip(current.text) if current.text else "(empty)"
+                label = "custom" if current.is_custom else "default"
+                return f"System prompt for this channel ({label}):\n{_quoted(shown)}"
+
+            await _answer_privately(interaction, show)
+            return
+        if not self._access.may_configure_chat(caller):
+            await _tell(interaction, ADMINS_ONLY)
+            return
+        is_clear = text.strip().lower() in CLEAR_WORDS
+
+        async def change() -> str:
+            await self._service.set_system_prompt(PLATFORM, chat_id, None if is_clear else text)
+            if is_clear:
+                return "System prompt for this channel restored to the default."
+            return "System prompt for this channel set."
+
+        await _answer_privately(interaction, change)
+
+    async def stop(self, interaction: discord.Interaction) -> None:
+        caller = _caller_of(interaction)
+        if not self._access.may_chat(caller):
+            await _tell(interaction, NOT_ALLOWED)
+            return
+        if self._service.stop(_key(interaction.channel_id, caller.user_id)):
+            await _tell(interaction, "Stopping your answer.")
+        else:
+            await _tell(interaction, "Nothing of yours is being written in this channel.")
+
+    async def on_stop_pressed(self, interaction: discord.Interaction, owner_id: int) -> None:
+        """The Stop button: its owner (or an admin) stops that answer."""
+        caller = _caller_of(interaction)
+        if caller.user_id != owner_id and not self._access.is_admin(caller):
+            await _tell(interaction, ONLY_OWNER_STOPS)
+            return
+        if self._service.stop(_key(interaction.channel_id, owner_id)):
+            # Acknowledged without a change: the answer's own next edit shows that it stopped.
+            await interaction.response.defer()
+        else:
+            await _tell(interaction, "This answer has already finished.")
+
+    # Messages -----------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer a direct message, or a guild message that @mentions the bot."""
+        if message.author.bot or self._bot_user_id is None:
+            return
+        is_dm = message.guild is None
+        if not is_dm and self._bot_user_id not in message.raw_mentions:
+            return
+        if not self._is_accepting:
+            await _reply(message, RESTARTING)
+            return
+        caller = Caller(message.author.id, is_dm=is_dm, manages_server=_manages_server(message))
+        if not self._access.may_chat(caller):
+            await _reply(message, NOT_ALLOWED)
+            return
+        text = re.sub(rf"<@!?{self._bot_user_id}>", " ", message.content)
+        key = _key(message.channel.id, caller.user_id)
+        try:
+            reply = await self._service.start_reply(key, text)
+        except ChatError as exc:
+            await _reply(message, str(exc))
+            return
+        except Exception:
+            log.exception("discord: could not start a reply for %s", key)
+            await _reply(message, FAILED)
+            return
+        sink = DiscordSink(
+            message.channel, make_view=lambda: stop_view(caller.user_id), reply_to=message
+        )
+        self._stream(reply, sink, message.channel.id)
+
+    # Helpers ------------------------------------------------------------------------------------
+
+    async def _admit(self, interaction: discord.Interaction, caller: Caller) -> bool:
+        if not self._is_accepting:
+            await _tell(interaction, RESTARTING)
+            return False
+        if not self._access.may_chat(caller):
+            await _tell(interaction, NOT_ALLOWED)
+            return False
+        return True
+
+    def _stream(self, reply: Reply, sink: DiscordSink, channel_id: int | None) -> None:
+        assert channel_id is not None
+        self._replies.start(reply, sink, channel_id=channel_id)
+
+
+def _key(channel_id: int | None, user_id: int) -> ChatKey:
+    return ChatKey(platform=PLATFORM, chat_id=str(channel_id), user_id=str(user_id))
+
+
+def _caller_of(interaction: discord.Interaction) -> Caller:
+    is_dm = interaction.guild_id is None
+    return Caller(
+        interaction.user.id,
+        is_dm=is_dm,
+        manages_server=not is_dm and interaction.permissions.manage_guild,
+    )
+
+
+def _manages_server(message: discord.Message) -> bool:
+    author = message.author
+    return isinstance(author, discord.Member) and author.guild_permissions.manage_guild
+
+
+def _channel_of(interaction: discord.Interaction) -> discord.abc.Messageable:
+    channel = interaction.channel
+    if isinstance(channel, discord.abc.Messageable):
+        return channel
+    assert interaction.channel_id is not None
+    return interaction.client.get_partial_messageable(interaction.channel_id)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_SHOWN_PROMPT else text[: MAX_SHOWN_PROMPT - 1] + "…"
+
+
+def _quoted(text: str) -> str:
+    return "\n".join(f"> {line}" for line in text.splitlines() or [""])
+
+
+async def _tell(interaction: discord.Interaction, text: str) -> None:
+    """Answer privately at once (refusals, errors, quick commands)."""
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def _answer_privately(
+    interaction: discord.Interaction, work: Callable[[], Awaitable[str]]
+) -> None:
+    """Acknowledge at once (ephemeral), then show what `work` says (it may touch the store)."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        text = await work()
+    except ChatError as exc:
+        text = str(exc)
+    except Exception:
+        command = interaction.command.name if interaction.command else "?"
+        log.exception("discord: /%s failed", command)
+        text = FAILED
+    await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+
+
+async def _retract(interaction: discord.Interaction, text: str) -> None:
+    """After a public defer: say `text` privately and remove the public placeholder."""
+    try:
+        # The first follow-up after a defer would replace the placeholder (public, whatever its
+        # flags say), so resolve the placeholder first; then a follow-up can be ephemeral.
+        await interaction.edit_original_response(content="…", allowed_mentions=NO_MENTIONS)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        await interaction.delete_original_response()
+    except discord.HTTPException as exc:
+        log.warning("discord: could not report an error to the user: %r", exc)
+
+
+async def _reply(message: discord.Message, text: str) -> None:
+    try:
+        await message.channel.send(
+            text,
+            reference=message.to_reference(fail_if_not_exists=False),
+            allowed_mentions=NO_MENTIONS,
+        )
+    except discord.HTTPException as exc:
+        log.warning("discord: could not answer a message: %r", exc)

@@ -1,0 +1,59 @@
+"""The Stop button under an answer being written: a persistent component found by its custom_id."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import discord
+
+STOP_ID_PREFIX = "r1bot:stop:"
+
+
+class StopHandler(Protocol):
+    """Whoever acts on a press (the front-end's handlers); reached through the client."""
+
+    async def on_stop_pressed(self, interaction: discord.Interaction, owner_id: int) -> None: ...
+
+
+class StopButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=re.escape(STOP_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
+):
+    """Stops the answer of `owner_id` in the channel it is pressed in.
+
+    A DynamicItem: discord.py matches presses by custom_id on any message, so nothing is kept
+    per message and buttons keep working after a restart (they then find nothing to stop).
+    """
+
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Stop",
+                emoji="⏹️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{STOP_ID_PREFIX}{owner_id}",
+            )
+        )
+        self.owner_id = owner_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Button[Any],
+        match: re.Match[str],
+        /,
+    ) -> StopButton:
+        return cls(int(match["owner"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
+        await handler.on_stop_pressed(interaction, self.owner_id)
+
+
+def stop_view(owner_id: int) -> discord.ui.View:
+    """A view holding only the Stop button (nothing to store: the button is dynamic)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(StopButton(owner_id))
+    return view
