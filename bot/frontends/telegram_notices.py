@@ -8,9 +8,9 @@ from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import TelegramError
 
 from bot.frontends.telegram_errors import translated
-from bot.frontends.telegram_pacers import ChatPacers
+from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
 from bot.frontends.telegram_sink import ChatTarget, Limiter
-from bot.render.pacing import ChatPacer, Clock
+from bot.render.pacing import Clock
 from bot.render.stream import RetryAfter, TransientSinkError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Notices:
         *,
         is_group: bool,
         markup: InlineKeyboardMarkup | None = None,
-        pacer: ChatPacer | None = None,
+        pacer: TelegramPacer | None = None,
     ) -> Message | None:
         """Send `text` (as a reply to target.reply_to); None if it could not be sent."""
         if pacer is not None:
@@ -51,7 +51,7 @@ class Notices:
 
     async def _send(
         self,
-        pacer: ChatPacer,
+        pacer: TelegramPacer,
         target: ChatTarget,
         text: str,
         markup: InlineKeyboardMarkup | None,
@@ -61,18 +61,19 @@ class Notices:
             reply = ReplyParameters(target.reply_to, allow_sending_without_reply=True)
         for attempt in range(1, self._max_attempts + 1):
             await pacer.acquire()
-            if self._limiter is not None:
-                await self._limiter.acquire()
             try:
-                return await translated(
-                    self._bot.send_message(
-                        target.chat_id,
-                        text,
-                        reply_parameters=reply,
-                        reply_markup=markup,
-                        message_thread_id=target.thread_id,
+                async with pacer.sending():
+                    if self._limiter is not None:
+                        await self._limiter.acquire()
+                    return await translated(
+                        self._bot.send_message(
+                            target.chat_id,
+                            text,
+                            reply_parameters=reply,
+                            reply_markup=markup,
+                            message_thread_id=target.thread_id,
+                        )
                     )
-                )
             except RetryAfter as error:
                 pacer.defer(error.seconds)
             except TransientSinkError as error:

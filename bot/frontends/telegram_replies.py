@@ -16,10 +16,10 @@ from telegram.error import TelegramError
 from bot.chat.events import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished
 from bot.chat.service import ChatService, Reply
 from bot.frontends.telegram_notices import Notices
-from bot.frontends.telegram_pacers import ChatPacers
+from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
 from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
 from bot.render.layout import ReasoningMode, TelegramLayout
-from bot.render.pacing import ChatPacer, Clock
+from bot.render.pacing import Clock
 from bot.render.stream import DeliveryFailed, StreamRenderer
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ class ReplyRunner:
                 sink = TelegramSink(
                     self._bot,
                     target,
+                    pacer=pacer,
                     draft_base=self._draft_base(token) if use_drafts else None,
                     stop_markup=stop_markup,
                     limiter=self._limiter,
@@ -224,7 +225,7 @@ class ReplyRunner:
         self,
         running: _Running,
         renderer: StreamRenderer,
-        pacer: ChatPacer,
+        pacer: TelegramPacer,
         control_markup: InlineKeyboardMarkup | None,
     ) -> None:
         key = running.reply.key

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from bot.frontends.telegram_errors import (
     is_not_modified,
     translated,
 )
+from bot.frontends.telegram_pacers import TelegramPacer
 from bot.render.stream import TransientSinkError
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class TelegramSink:
     sendMessageDraft (draft id `draft_base + index`) and each message is sent for real once
     final. Without it, or once the server refuses drafts, messages are sent and then edited,
     with `stop_markup` (the Stop button) under the text while it changes. Text Telegram cannot
-    parse is sent again as plain text on the next call: it is never dropped.
+    parse is sent again as plain text on the next call: it is never dropped. Every call is
+    made in the chat's `pacer.sending()` turn.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class TelegramSink:
         bot: Bot,
         target: ChatTarget,
         *,
+        pacer: TelegramPacer | None = None,
         draft_base: int | None = None,
         stop_markup: InlineKeyboardMarkup | None = None,
         limiter: Limiter | None = None,
@@ -69,6 +73,7 @@ class TelegramSink:
     ) -> None:
         self._bot = bot
         self._target = target
+        self._pacer = pacer
         self._draft_base = draft_base
         self._stop_markup = stop_markup
         self._limiter = limiter
@@ -99,17 +104,17 @@ class TelegramSink:
     async def _draft(self, index: int, text: str) -> None:
         assert self._draft_base is not None
         body, mode = self._body(index, text)
-        await self._wait_turn()
         try:
-            await translated(
-                self._bot.send_message_draft(
-                    self._target.chat_id,
-                    self._draft_base + index,
-                    body,
-                    parse_mode=mode,
-                    message_thread_id=self._target.thread_id,
+            async with self._turn():
+                await translated(
+                    self._bot.send_message_draft(
+                        self._target.chat_id,
+                        self._draft_base + index,
+                        body,
+                        parse_mode=mode,
+                        message_thread_id=self._target.thread_id,
+                    )
                 )
-            )
         except BadRequest as error:
             if is_entity_error(error):
                 self._fall_back_to_plain(index)
@@ -122,19 +127,19 @@ class TelegramSink:
         reply = None
         if index == 0 and self._target.reply_to is not None:
             reply = ReplyParameters(self._target.reply_to, allow_sending_without_reply=True)
-        await self._wait_turn()
         try:
-            message = await translated(
-                self._bot.send_message(
-                    self._target.chat_id,
-                    body,
-                    parse_mode=mode,
-                    reply_markup=markup,
-                    reply_parameters=reply,
-                    message_thread_id=self._target.thread_id,
-                    link_preview_options=_NO_PREVIEW,
+            async with self._turn():
+                message = await translated(
+                    self._bot.send_message(
+                        self._target.chat_id,
+                        body,
+                        parse_mode=mode,
+                        reply_markup=markup,
+                        reply_parameters=reply,
+                        message_thread_id=self._target.thread_id,
+                        link_preview_options=_NO_PREVIEW,
+                    )
                 )
-            )
         except BadRequest as error:
             if not is_entity_error(error):
                 raise
@@ -143,18 +148,18 @@ class TelegramSink:
 
     async def _edit(self, index: int, text: str, markup: InlineKeyboardMarkup | None) -> None:
         body, mode = self._body(index, text)
-        await self._wait_turn()
         try:
-            await translated(
-                self._bot.edit_message_text(
-                    body,
-                    chat_id=self._target.chat_id,
-                    message_id=self._message_ids[index],
-                    parse_mode=mode,
-                    reply_markup=markup,
-                    link_preview_options=_NO_PREVIEW,
+            async with self._turn():
+                await translated(
+                    self._bot.edit_message_text(
+                        body,
+                        chat_id=self._target.chat_id,
+                        message_id=self._message_ids[index],
+                        parse_mode=mode,
+                        reply_markup=markup,
+                        link_preview_options=_NO_PREVIEW,
+                    )
                 )
-            )
         except BadRequest as error:
             if is_not_modified(error):
                 return
@@ -187,6 +192,10 @@ class TelegramSink:
             self._on_drafts_refused(everywhere)
         raise TransientSinkError("drafts refused; sending a message instead")
 
-    async def _wait_turn(self) -> None:
-        if self._limiter is not None:
-            await self._limiter.acquire()
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The chat's turn for one call (answered-based spacing), then the bot-wide limit."""
+        async with self._pacer.sending() if self._pacer else contextlib.nullcontext():
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            yield

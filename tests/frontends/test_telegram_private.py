@@ -306,3 +306,20 @@ async def test_queue_position_while_the_engine_is_full(
     for user in users:
         assert "typing" in [a.action for a in bot.tg.chat(user).actions]
         assert_paced(bot.paced_calls(user), interval=0.2)
+
+
+@pytest.mark.parametrize(("mode", "tag"), [("hidden", None), ("full", "<blockquote>")])
+async def test_reasoning_modes(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path, mode: str, tag: str | None
+) -> None:
+    async with running_bot(scripted.model, tokenizer, tmp_path, chat={"reasoning": mode}) as bot:
+        bot.tg.push_text(USER, "hello")
+        texts = await _answered(bot, USER)
+    message = bot.tg.chat(USER).last_bot_message
+    assert message is not None and message.raw is not None
+    if tag is None:
+        assert texts == [ANSWER_SHOWN]
+        assert "blockquote" not in message.raw
+    else:
+        assert texts == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"]
+        assert message.raw.startswith(tag)
