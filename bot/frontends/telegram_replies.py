@@ -125,6 +125,7 @@ class ReplyRunner:
         self._drafts = _DraftSupport(options.use_drafts)
         self._running: dict[int, _Running] = {}
         self._tokens = itertools.count(1)
+        self._num_starting = 0  # begin() calls waiting for start_reply
         self._is_closing = False
 
     @property
@@ -137,11 +138,16 @@ class ReplyRunner:
         if self._is_closing:
             await self._notices.send(target, CLOSING_TEXT, is_group=is_group_chat(message))
             return
+        self._num_starting += 1
         try:
             reply = await self._service.start_reply(key, text)
         except ChatError as error:
             await self._notices.send(target, str(error), is_group=is_group_chat(message))
             return
+        finally:
+            self._num_starting -= 1
+        if self._is_closing:
+            reply.interrupt()  # started while shutting down: store and show it as interrupted
         # No await from here on: the reply is running and must be shown and landed.
         token = next(self._tokens)
         running = _Running(reply, int(key.user_id), message)
@@ -165,13 +171,19 @@ class ReplyRunner:
     async def close(self, *, timeout: float) -> None:
         """Cut every answer short, land its text so far with a note, then return."""
         self._is_closing = True
-        running = list(self._running.values())
-        for each in running:
-            each.reply.interrupt()
-        tasks = {each.task for each in running if each.task is not None}
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Answers may still be starting (a message that came in just before): wait for them too.
+        while (self._running or self._num_starting) and loop.time() < deadline:
+            running = list(self._running.values())
+            for each in running:
+                each.reply.interrupt()
+            tasks = {each.task for each in running if each.task is not None}
+            if tasks:
+                await asyncio.wait(tasks, timeout=deadline - loop.time())
+            else:
+                await asyncio.sleep(0.05)
+        pending = {r.task for r in self._running.values() if r.task and not r.task.done()}
         if pending:
             # Stuck (the stream never ended): each task lands its text so far when cancelled.
             log.warning("%d answers still open after %.0f s; cut off", len(pending), timeout)
