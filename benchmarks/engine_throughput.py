@@ -32,11 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.config import ModelSettings  # noqa: E402
-from bot.engine.base import Finished, GenerationRequest, SamplingParams  # noqa: E402
-from bot.engine.loading import load_model, load_tokenizer  # noqa: E402
-from bot.engine.local import LocalEngine  # noqa: E402
-from bot.engine.runner import CacheShape, ModelRunner  # noqa: E402
+from bot.config import ModelSettings
+from bot.engine.base import Finished, GenerationRequest, SamplingParams
+from bot.engine.loading import load_model, load_tokenizer
+from bot.engine.local import LocalEngine
+from bot.engine.runner import CacheShape, ModelRunner
 
 log = logging.getLogger("bench")
 PROMPT_TOKENS = 256
@@ -78,16 +78,23 @@ def build_random_checkpoint(fixture: Path, target: Path) -> None:
 # ---- ours -----------------------------------------------------------------------------
 
 
-async def serve_ours(engine: LocalEngine, prompts: list[list[int]], gap: float,
-                     new_tokens: int = NEW_TOKENS) -> dict:
+async def serve_ours(
+    engine: LocalEngine, prompts: list[list[int]], gap: float, new_tokens: int = NEW_TOKENS
+) -> dict:
     async def one(index: int) -> Finished:
         await asyncio.sleep(index * gap)
-        stream = engine.submit(GenerationRequest(
-            prompt_ids=tuple(prompts[index]),
-            params=SamplingParams(max_new_tokens=new_tokens, temperature=TEMPERATURE, top_p=TOP_P,
-                                  timeout_seconds=3600),
-            owner=f"user{index}",
-        ))
+        stream = engine.submit(
+            GenerationRequest(
+                prompt_ids=tuple(prompts[index]),
+                params=SamplingParams(
+                    max_new_tokens=new_tokens,
+                    temperature=TEMPERATURE,
+                    top_p=TOP_P,
+                    timeout_seconds=3600,
+                ),
+                owner=f"user{index}",
+            )
+        )
         finished = None
         async for event in stream:
             if isinstance(event, Finished):
@@ -107,27 +114,33 @@ async def late_arrival_ttft(engine: LocalEngine, prompts: list[list[int]]) -> fl
     """First-token time of a chat that arrives while len(prompts)-1 others are decoding."""
     others = prompts[:-1]
     streams = [
-        engine.submit(GenerationRequest(
-            prompt_ids=tuple(p),
-            params=SamplingParams(max_new_tokens=4 * NEW_TOKENS, temperature=TEMPERATURE,
-                                  top_p=TOP_P, timeout_seconds=3600),
-            owner=f"busy{i}",
-        ))
+        engine.submit(
+            GenerationRequest(
+                prompt_ids=tuple(p),
+                params=SamplingParams(
+                    max_new_tokens=4 * NEW_TOKENS,
+                    temperature=TEMPERATURE,
+                    top_p=TOP_P,
+                    timeout_seconds=3600,
+                ),
+                owner=f"busy{i}",
+            )
+        )
         for i, p in enumerate(others)
     ]
     # Wait until every one of them has produced text, i.e. all are decoding.
     firsts = [asyncio.ensure_future(anext(aiter(s))) for s in streams]
-    seen = 0
     for stream, first in zip(streams, firsts, strict=True):
         event = await first
         while type(event).__name__ != "TextDelta":
             event = await anext(aiter(stream))
-        seen += 1
-    late = engine.submit(GenerationRequest(
-        prompt_ids=tuple(prompts[-1]),
-        params=SamplingParams(max_new_tokens=8, temperature=TEMPERATURE, top_p=TOP_P),
-        owner="late",
-    ))
+    late = engine.submit(
+        GenerationRequest(
+            prompt_ids=tuple(prompts[-1]),
+            params=SamplingParams(max_new_tokens=8, temperature=TEMPERATURE, top_p=TOP_P),
+            owner="late",
+        )
+    )
     finished = None
     async for event in late:
         if isinstance(event, Finished):
@@ -219,11 +232,20 @@ def serve_baseline(model, tokenizer, prompts: list[list[int]], gap: float, budge
         streamer = TimedStreamer(tokenizer, skip_prompt=True)
         inputs = torch.tensor([prompt], device=model.device)
         begin = time.perf_counter()
-        worker = threading.Thread(target=model.generate, kwargs=dict(
-            input_ids=inputs, attention_mask=torch.ones_like(inputs), streamer=streamer,
-            max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=True,
-            temperature=TEMPERATURE, top_p=TOP_P, pad_token_id=tokenizer.eos_token_id,
-        ))
+        worker = threading.Thread(
+            target=model.generate,
+            kwargs=dict(
+                input_ids=inputs,
+                attention_mask=torch.ones_like(inputs),
+                streamer=streamer,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=True,
+                temperature=TEMPERATURE,
+                top_p=TOP_P,
+                pad_token_id=tokenizer.eos_token_id,
+            ),
+        )
         worker.start()
         for _ in streamer:
             pass
@@ -283,10 +305,13 @@ def summarize(requests: list[tuple[float, float, int]], wall: float) -> dict:
 
 
 def brief(result: dict) -> str:
-    return (f"{result['total_tokens_per_s']:.1f} tok/s total, "
-            f"{result['decode_tokens_per_s_per_chat_median']:.1f} tok/s/chat, "
-            f"first token p50 {result['first_token_p50_s']:.3f} s p95 {result['first_token_p95_s']:.3f} s, "
-            f"peak {result['peak_gpu_gib']:.1f} GiB")
+    return (
+        f"{result['total_tokens_per_s']:.1f} tok/s total, "
+        f"{result['decode_tokens_per_s_per_chat_median']:.1f} tok/s/chat, "
+        f"first token p50 {result['first_token_p50_s']:.3f} s "
+        f"p95 {result['first_token_p95_s']:.3f} s, "
+        f"peak {result['peak_gpu_gib']:.1f} GiB"
+    )
 
 
 def plot(report: dict, path: Path) -> None:
@@ -304,10 +329,14 @@ def plot(report: dict, path: Path) -> None:
         ours = [data["ours"][str(c)]["total_tokens_per_s"] for c in chats]
         ax.plot(chats, ours, "o-", color=color, label=f"ours, {precision}")
         base = data["baseline"]
-        base_rate = [base["1"]["total_tokens_per_s"], base["32"]["total_tokens_per_s"],
-                     base["32"]["total_tokens_per_s"]]
-        ax.plot(chats, base_rate, "s--", color=color, alpha=0.6,
-                label=f"notebook's way, {precision}")
+        base_rate = [
+            base["1"]["total_tokens_per_s"],
+            base["32"]["total_tokens_per_s"],
+            base["32"]["total_tokens_per_s"],
+        ]
+        ax.plot(
+            chats, base_rate, "s--", color=color, alpha=0.6, label=f"notebook's way, {precision}"
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks([1, 8, 32], ["1", "8", "32"])
@@ -322,13 +351,19 @@ def plot(report: dict, path: Path) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fixture", type=Path, required=True, help="folder with config + tokenizer")
+    parser.add_argument(
+        "--fixture", type=Path, required=True, help="folder with config + tokenizer"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/r1-14b-random"))
     parser.add_argument("--precisions", default="nf4,bf16")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between chat arrivals")
-    parser.add_argument("--baseline-budget", type=float, default=40.0,
-                        help="seconds the queued baseline may run before the rest is projected")
+    parser.add_argument(
+        "--baseline-budget",
+        type=float,
+        default=40.0,
+        help="seconds the queued baseline may run before the rest is projected",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -352,18 +387,26 @@ async def main() -> None:
     report["bitsandbytes"] = bitsandbytes.__version__
     for precision in args.precisions.split(","):
         quantization = {"nf4": "nf4", "bf16": "none"}[precision]
-        settings = ModelSettings(path=str(args.checkpoint), quantization=quantization,
-                                 device="cuda", local_files_only=True)
+        settings = ModelSettings(
+            path=str(args.checkpoint),
+            quantization=quantization,
+            device="cuda",
+            local_files_only=True,
+        )
         started = time.perf_counter()
         model = load_model(settings)
         tokenizer = load_tokenizer(settings)
-        entry: dict = {"load_s": time.perf_counter() - started,
-                       "weights_gib": torch.cuda.memory_allocated() / GiB}
+        entry: dict = {
+            "load_s": time.perf_counter() - started,
+            "weights_gib": torch.cuda.memory_allocated() / GiB,
+        }
         entry["ours"] = await bench_ours(model, tokenizer, args.gap)
         if precision == "nf4":
             entry["memory_cap_16gb_card"] = await bench_memory_cap(model, tokenizer, 15.0, 4, 4096)
-            log.info("nf4 under a 15 GiB cap, 4 x 4096-token dialogues: %s",
-                     brief(entry["memory_cap_16gb_card"]))
+            log.info(
+                "nf4 under a 15 GiB cap, 4 x 4096-token dialogues: %s",
+                brief(entry["memory_cap_16gb_card"]),
+            )
         if not args.skip_baseline:
             entry["baseline"] = bench_baseline(model, tokenizer, args.gap, args.baseline_budget)
         report["precisions"][precision] = entry
@@ -375,9 +418,13 @@ async def main() -> None:
     nf4 = report["precisions"].get("nf4")
     if nf4 and "baseline" in nf4:
         ours, base = nf4["ours"], nf4["baseline"]
-        report["ratio_single_stream"] = (ours["1"]["decode_tokens_per_s_per_chat_median"]
-                                         / base["1"]["decode_tokens_per_s_per_chat_median"])
-        report["ratio_32_chats"] = ours["32"]["total_tokens_per_s"] / base["32"]["total_tokens_per_s"]
+        report["ratio_single_stream"] = (
+            ours["1"]["decode_tokens_per_s_per_chat_median"]
+            / base["1"]["decode_tokens_per_s_per_chat_median"]
+        )
+        report["ratio_32_chats"] = (
+            ours["32"]["total_tokens_per_s"] / base["32"]["total_tokens_per_s"]
+        )
         report["first_token_p95_s_at_32"] = ours["32"]["first_token_p95_s"]
     (args.out / "engine_throughput.json").write_text(json.dumps(report, indent=2))
     if all("baseline" in v for v in report["precisions"].values()):
@@ -392,10 +439,12 @@ def print_table(report: dict) -> None:
             for chats, row in sorted(data.get(who, {}).items()):
                 if not isinstance(row, dict):
                     continue
-                print(f"{precision} | {who} | {chats} | {row['total_tokens_per_s']:.1f} | "
-                      f"{row['decode_tokens_per_s_per_chat_median']:.1f} | "
-                      f"{row['first_token_p50_s']:.3f} | {row['first_token_p95_s']:.3f} | "
-                      f"{row['peak_gpu_gib']:.1f}")
+                print(
+                    f"{precision} | {who} | {chats} | {row['total_tokens_per_s']:.1f} | "
+                    f"{row['decode_tokens_per_s_per_chat_median']:.1f} | "
+                    f"{row['first_token_p50_s']:.3f} | {row['first_token_p95_s']:.3f} | "
+                    f"{row['peak_gpu_gib']:.1f}"
+                )
     for key in ("ratio_single_stream", "ratio_32_chats", "first_token_p95_s_at_32"):
         if key in report:
             print(f"{key}: {report[key]:.2f}")

@@ -18,15 +18,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.engine.runner import CacheShape, ModelRunner  # noqa: E402
+from bot.engine.runner import CacheShape, ModelRunner
 
 
 def small_config(fixture: Path):
     from transformers import Qwen2Config
 
     values = json.loads((fixture / "config.json").read_text())
-    values.update(hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=2, intermediate_size=1024)
+    values.update(
+        hidden_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=1024,
+    )
     return Qwen2Config(**values)
 
 
@@ -34,9 +39,15 @@ def reference(model, prompts, new_tokens):
     outputs = []
     for prompt in prompts:
         ids = torch.tensor([prompt], device=model.device)
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                             do_sample=False, eos_token_id=None, pad_token_id=0)
-        outputs.append(out[0, len(prompt):].tolist())
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+        outputs.append(out[0, len(prompt) :].tolist())
     return outputs
 
 
@@ -49,8 +60,9 @@ def ours(model, prompts, new_tokens, graphs: bool):
     generated = [[int(runner.input_ids[s])] for s in range(len(prompts))]
     for _ in range(new_tokens - 1):
         max_position = max(len(p) + len(g) - 1 for p, g in zip(prompts, generated, strict=True))
-        for row, token in zip(generated, runner.decode(len(prompts), max_position).tolist(),
-                              strict=True):
+        for row, token in zip(
+            generated, runner.decode(len(prompts), max_position).tolist(), strict=True
+        ):
             row.append(token)
     return generated
 
@@ -85,21 +97,30 @@ def main() -> int:
         graph = ours(model, prompts, new_tokens, graphs=True)
         eager = ours(model, prompts, new_tokens, graphs=False)
         share = agreement(ref, graph)
-        print(f"{name}: prefix agreement with HF generate {share:.3f}; graph == eager: "
-              f"{graph == eager}")
+        print(
+            f"{name}: prefix agreement with HF generate {share:.3f}; graph == eager: "
+            f"{graph == eager}"
+        )
         if name == "float32" and (share < 1.0 or graph != eager):
             failed = True
         if name == "bf16":
             model.save_pretrained("/tmp/small-bf16")
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-    model = Qwen2ForCausalLM.from_pretrained("/tmp/small-bf16", quantization_config=quant,
-                                             dtype=torch.bfloat16, device_map={"": 0}).eval()
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = Qwen2ForCausalLM.from_pretrained(
+        "/tmp/small-bf16", quantization_config=quant, dtype=torch.bfloat16, device_map={"": 0}
+    ).eval()
     ref = reference(model, prompts, new_tokens)
     graph = ours(model, prompts, new_tokens, graphs=True)
     eager = ours(model, prompts, new_tokens, graphs=False)
-    print(f"nf4: prefix agreement with HF generate {agreement(ref, graph):.3f}; graph == eager: "
-          f"{graph == eager}")
+    print(
+        f"nf4: prefix agreement with HF generate {agreement(ref, graph):.3f}; graph == eager: "
+        f"{graph == eager}"
+    )
     return 1 if failed else 0
 
 

@@ -68,8 +68,12 @@ async def open_app(
             service = ChatService(
                 store, engine, prompts, chat=settings.chat, generation=settings.generation
             )
-            log.info("ready: model %s, up to %d chats at once, %d-token context",
-                     settings.model.path, engine.max_batch_size, context)
+            log.info(
+                "ready: model %s, up to %d chats at once, %d-token context",
+                settings.model.path,
+                engine.max_batch_size,
+                context,
+            )
             try:
                 yield App(settings, store, engine, service, tokenizer)
             finally:

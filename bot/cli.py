@@ -62,10 +62,16 @@ def _parser() -> argparse.ArgumentParser:
         ("history", "print stored messages as JSON lines"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--config", type=Path, default=None,
-                             help="TOML config file (default: ./config.toml if present)")
+        command.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="TOML config file (default: ./config.toml if present)",
+        )
         if name == "history":
-            command.add_argument("--platform", help="only this platform (telegram, discord, console)")
+            command.add_argument(
+                "--platform", help="only this platform (telegram, discord, console)"
+            )
             command.add_argument("--chat", help="only this chat id")
             command.add_argument("--user", help="only this user id")
     return parser
@@ -94,8 +100,10 @@ def _check(settings: Settings) -> int:
     print(f"config: {settings.source}")
     for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
         values = getattr(settings, section).__dict__
-        shown = {k: ("<set>" if v else "<unset>") if k in ("token", "webhook_secret") else v
-                 for k, v in values.items()}
+        shown = {
+            k: ("<set>" if v else "<unset>") if k in ("token", "webhook_secret") else v
+            for k, v in values.items()
+        }
         print(f"[{section}] " + ", ".join(f"{k}={v!r}" for k, v in shown.items()))
     return 0
 

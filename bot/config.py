@@ -37,7 +37,9 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 
 @dataclass(frozen=True)
 class ModelSettings:
-    path: str = field(default="deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", metadata=_check("non_empty"))
+    path: str = field(
+        default="deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", metadata=_check("non_empty")
+    )
     quantization: Literal["nf4", "fp4", "int8", "none"] = "nf4"
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -60,7 +62,7 @@ class EngineSettings:
     # 0 = size from the GPU's free memory after loading.
     max_batch_size: int = field(default=0, metadata=_check("non_negative"))
     kv_cache_tokens: int = field(default=0, metadata=_check("non_negative"))
-    # Fraction of the GPU memory left after loading that the KV cache may take when sized automatically.
+    # Share of the GPU memory left after loading that an automatically sized KV cache may take.
     kv_cache_memory_fraction: float = field(default=0.85, metadata=_check("probability"))
     max_queue: int = field(default=256, metadata=_check("positive"))
     cuda_graphs: bool = True
@@ -130,9 +132,7 @@ class Settings:
         return f"Settings(source={self.source!r})"
 
 
-def load_settings(
-    path: Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read `path` (default ./config.toml; missing default file = all defaults) and the env."""
     env = {} if env is None else env
     explicit = path is not None
@@ -158,7 +158,9 @@ def load_settings(
 def _check_combinations(settings: Settings) -> None:
     source = settings.source
     if settings.telegram.mode == "webhook" and not settings.telegram.webhook_url:
-        raise ConfigError(f'{source}: telegram.webhook_url is required when telegram.mode = "webhook"')
+        raise ConfigError(
+            f'{source}: telegram.webhook_url is required when telegram.mode = "webhook"'
+        )
     if settings.model.quantization != "none" and settings.model.device == "cpu":
         raise ConfigError(
             f'{source}: model.quantization = "{settings.model.quantization}" needs a CUDA GPU, '
@@ -167,7 +169,7 @@ def _check_combinations(settings: Settings) -> None:
 
 
 def _apply_env(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
-    """Tokens from the environment; a front-end with an env token and no explicit `enabled` is on."""
+    """Tokens from the env; a front-end with an env token and no explicit `enabled` is on."""
     updates: dict[str, Any] = {}
     for name, var in TOKEN_ENV.items():
         section = getattr(settings, name)
@@ -228,7 +230,9 @@ def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
         (item_type, _) = typing.get_args(hint)
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {key} must be a list (got {_show(key, value)})")
-        return tuple(_convert(item_type, item, f"{key}[{i}]", source) for i, item in enumerate(value))
+        return tuple(
+            _convert(item_type, item, f"{key}[{i}]", source) for i, item in enumerate(value)
+        )
     if origin in (types.UnionType, typing.Union):
         raise NotImplementedError(key)
     if hint is bool:

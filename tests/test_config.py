@@ -18,8 +18,16 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_documents_every_key_with_its_default():
     example = load_settings(REPO / "config.example.toml", env={})
     defaults = Settings()
-    for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord",
-                    "logging"):
+    for section in (
+        "model",
+        "generation",
+        "engine",
+        "storage",
+        "chat",
+        "telegram",
+        "discord",
+        "logging",
+    ):
         assert getattr(example, section) == getattr(defaults, section), section
     text = (REPO / "config.example.toml").read_text()
     for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
@@ -68,7 +76,9 @@ def test_bad_values_name_the_key_and_the_file(tmp_path, text, expected):
 
 def test_token_from_environment_enables_the_frontend(tmp_path):
     path = write(tmp_path, "[discord]\nadmins = [42]\n")
-    settings = load_settings(path, env={"TELEGRAM_BOT_TOKEN": "123:abc", "DISCORD_BOT_TOKEN": "d.t"})
+    settings = load_settings(
+        path, env={"TELEGRAM_BOT_TOKEN": "123:abc", "DISCORD_BOT_TOKEN": "d.t"}
+    )
     assert settings.telegram.enabled and settings.telegram.token == "123:abc"
     assert settings.discord.enabled and settings.discord.admins == (42,)
 
@@ -84,8 +94,9 @@ def test_secrets_never_appear_in_errors_or_repr(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_settings(path, env={})
     assert "12345" not in str(error.value)
-    settings = load_settings(write(tmp_path, "[telegram]\ntoken = 'sekrit:1'\nenabled = true\n"),
-                             env={})
+    settings = load_settings(
+        write(tmp_path, "[telegram]\ntoken = 'sekrit:1'\nenabled = true\n"), env={}
+    )
     assert "sekrit" not in repr(settings)
     assert "sekrit" not in repr(settings.telegram)
 

@@ -88,7 +88,9 @@ class PromptBuilder:
         if system:
             chat.insert(0, {"role": "system", "content": system})
         if self._has_template:
-            text = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+            text = self._tokenizer.apply_chat_template(
+                chat, add_generation_prompt=True, tokenize=False
+            )
             # The template writes the BOS token itself.
             return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
         text = "".join(f"{_FALLBACK_TAGS[m['role']]}: {m['content']}\n\n" for m in chat)

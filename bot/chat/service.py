@@ -135,7 +135,7 @@ class ChatService:
         return text
 
     async def start_reply(self, key: ChatKey, text: str) -> Reply:
-        """Store the user's message and start answering it; ChatError if refused (nothing stored)."""
+        """Store the user's message and start answering; ChatError if refused (nothing stored)."""
         text = self.check_message(key, text)
         reply = Reply(key)
         self._active[key] = reply  # claimed before any await, so a second message is refused
@@ -195,7 +195,9 @@ class ChatService:
             reply.interrupt()
         await asyncio.gather(*(r.finished() for r in replies if r._task), return_exceptions=True)
 
-    async def _run(self, reply: Reply, stream: GenerationStream, splitter: ReasoningSplitter) -> ReplyFinished:
+    async def _run(
+        self, reply: Reply, stream: GenerationStream, splitter: ReasoningSplitter
+    ) -> ReplyFinished:
         answer: list[str] = []
         reasoning: list[str] = []
 
@@ -283,16 +285,26 @@ class ChatService:
     @staticmethod
     def _log_reply(key: ChatKey, final: ReplyFinished, finished: Finished | None) -> None:
         decode_rate = 0.0
-        if finished and finished.first_token_seconds is not None and finished.num_generated_tokens > 1:
+        if (
+            finished
+            and finished.first_token_seconds is not None
+            and finished.num_generated_tokens > 1
+        ):
             decode_time = finished.total_seconds - finished.first_token_seconds
-            decode_rate = (finished.num_generated_tokens - 1) / decode_time if decode_time > 0 else 0.0
+            decode_rate = (
+                (finished.num_generated_tokens - 1) / decode_time if decode_time > 0 else 0.0
+            )
         log.info(
             "reply %s status=%s prompt=%d generated=%d queued=%.2fs first_token=%s total=%.2fs "
             "decode=%.1f tok/s",
-            key, final.status, final.num_prompt_tokens, final.num_generated_tokens,
+            key,
+            final.status,
+            final.num_prompt_tokens,
+            final.num_generated_tokens,
             finished.queued_seconds if finished else 0.0,
             "-" if final.first_token_seconds is None else f"{final.first_token_seconds:.2f}s",
-            final.total_seconds, decode_rate,
+            final.total_seconds,
+            decode_rate,
         )
 
     # ---- dialogue administration ---------------------------------------------------------
@@ -324,5 +336,7 @@ class ChatService:
                     f"{self._chat.max_message_chars})."
                 )
             if self._prompts.count_tokens(text) > self._prompts.max_context_tokens // 4:
-                raise ChatError("That system prompt would take over a quarter of the model's context.")
+                raise ChatError(
+                    "That system prompt would take over a quarter of the model's context."
+                )
         await self._store.set_system_prompt(platform, chat_id, text)

@@ -26,10 +26,12 @@ def resolve_device(settings: ModelSettings) -> torch.device:
     has_cuda = torch.cuda.is_available()
     if settings.device == "cuda" and not has_cuda:
         raise EngineError('[model] device = "cuda" but no CUDA GPU is available')
-    device = torch.device("cuda", 0) if settings.device != "cpu" and has_cuda else torch.device("cpu")
+    device = (
+        torch.device("cuda", 0) if settings.device != "cpu" and has_cuda else torch.device("cpu")
+    )
     if settings.quantization != "none" and device.type != "cuda":
         raise EngineError(
-            f'{settings.quantization} quantization needs an NVIDIA GPU with CUDA and none was '
+            f"{settings.quantization} quantization needs an NVIDIA GPU with CUDA and none was "
             'found; set [model] quantization = "none" (and device = "cpu") to run on the CPU'
         )
     return device
@@ -67,7 +69,9 @@ def load_tokenizer(settings: ModelSettings) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(settings.path, local_files_only=settings.local_files_only)
+        return AutoTokenizer.from_pretrained(
+            settings.path, local_files_only=settings.local_files_only
+        )
     except (OSError, ValueError) as exc:
         raise EngineError(_missing_model_message(settings, exc)) from None
 
@@ -98,8 +102,13 @@ def load_model(settings: ModelSettings) -> Any:
     seconds = time.perf_counter() - started
     if device.type == "cuda":
         allocated = torch.cuda.memory_allocated(device) / 1024**3
-        log.info("loaded %s (%s) in %.1f s; GPU memory in use: %.2f GiB",
-                 settings.path, settings.quantization, seconds, allocated)
+        log.info(
+            "loaded %s (%s) in %.1f s; GPU memory in use: %.2f GiB",
+            settings.path,
+            settings.quantization,
+            seconds,
+            allocated,
+        )
     else:
         log.info("loaded %s on the CPU in %.1f s", settings.path, seconds)
     return model
@@ -124,7 +133,9 @@ def size_cache(model: Any, model_settings: ModelSettings, engine: EngineSettings
     )
     log.info(
         "KV cache: %d slots x %d tokens (%.2f GiB)",
-        shape.num_slots, shape.slot_tokens, shape.num_slots * shape.slot_tokens * per_token / 1024**3,
+        shape.num_slots,
+        shape.slot_tokens,
+        shape.num_slots * shape.slot_tokens * per_token / 1024**3,
     )
     return shape
 

@@ -11,6 +11,7 @@ Requests arrive through a thread-safe inbox; each iteration of the worker loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -247,8 +248,9 @@ class LocalEngine:
 
     def _take_inbox(self, *, block: bool) -> None:
         try:
-            kind, payload = self._inbox.get(timeout=_IDLE_WAIT_SECONDS) if block else \
-                self._inbox.get_nowait()
+            kind, payload = (
+                self._inbox.get(timeout=_IDLE_WAIT_SECONDS) if block else self._inbox.get_nowait()
+            )
         except queue.Empty:
             return
         while True:
@@ -364,9 +366,10 @@ class LocalEngine:
         params = seq.request.params
         if is_stopped:
             self._finish(seq, FinishReason.STOP)
-        elif seq.num_generated >= params.max_new_tokens:
-            self._finish(seq, FinishReason.LENGTH)
-        elif seq.next_position >= self._runner.cache_shape.slot_tokens:
+        elif (
+            seq.num_generated >= params.max_new_tokens
+            or seq.next_position >= self._runner.cache_shape.slot_tokens
+        ):
             self._finish(seq, FinishReason.LENGTH)
 
     # -- endings
@@ -394,7 +397,8 @@ class LocalEngine:
                 num_prompt_tokens=seq.num_prompt,
                 num_generated_tokens=seq.num_generated,
                 queued_seconds=(seq.started_at or now) - seq.submitted_at,
-                first_token_seconds=None if seq.first_token_at is None
+                first_token_seconds=None
+                if seq.first_token_at is None
                 else seq.first_token_at - seq.submitted_at,
                 total_seconds=now - seq.submitted_at,
                 error=seq.error,
@@ -461,10 +465,9 @@ class LocalEngine:
         if not self._outbox or self._loop is None:
             return
         batch, self._outbox = self._outbox, []
-        try:
+        # A closed event loop raises RuntimeError: nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._deliver, batch)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -54,7 +54,7 @@ def _shape_of(config: object) -> tuple[int, int, int, int]:
 
 
 class ModelRunner:
-    """Prefill and batched decode over a slot KV cache; call only from the engine's worker thread."""
+    """Prefill and batched decode over a slot KV cache; only the engine's worker thread calls it."""
 
     def __init__(
         self,
@@ -102,7 +102,7 @@ class ModelRunner:
         self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
         self.temperature = torch.ones(slots, dtype=torch.float32, device=self.device)
         self.top_p = torch.ones(slots, dtype=torch.float32, device=self.device)
-        self.batch_buckets = tuple(b for b in _BATCH_BUCKETS if b < slots) + (slots,)
+        self.batch_buckets = (*(b for b in _BATCH_BUCKETS if b < slots), slots)
         self.length_buckets = _length_buckets(tokens)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._use_graphs = use_cuda_graphs and self.device.type == "cuda"
@@ -112,12 +112,20 @@ class ModelRunner:
         inner = getattr(model, "model", None)
         layer = getattr(inner, "layers", [None])[0]
         attn = getattr(layer, "self_attn", None)
-        needed = [inner, getattr(inner, "embed_tokens", None), getattr(inner, "norm", None),
-                  getattr(inner, "rotary_emb", None), getattr(model, "lm_head", None), attn,
-                  getattr(layer, "mlp", None)]
+        needed = [
+            inner,
+            getattr(inner, "embed_tokens", None),
+            getattr(inner, "norm", None),
+            getattr(inner, "rotary_emb", None),
+            getattr(model, "lm_head", None),
+            attn,
+            getattr(layer, "mlp", None),
+        ]
         needed += [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
-        if any(part is None for part in needed) or getattr(model.config, "sliding_window", None) and \
-                getattr(model.config, "use_sliding_window", False):
+        if any(part is None for part in needed) or (
+            getattr(model.config, "sliding_window", None)
+            and getattr(model.config, "use_sliding_window", False)
+        ):
             raise EngineError(
                 f"unsupported model architecture {type(model).__name__}: the engine serves "
                 "Llama-family decoders (Qwen2, Llama, Mistral without sliding window)"
@@ -165,8 +173,12 @@ class ModelRunner:
     def sample_first(self, logits: torch.Tensor, slot: int) -> torch.Tensor:
         """Sample the first generated token of `slot` from its prefill logits (stays on device)."""
         with torch.inference_mode():
-            token = _sample(logits, self.temperature[slot : slot + 1], self.top_p[slot : slot + 1],
-                            self.generator)
+            token = _sample(
+                logits,
+                self.temperature[slot : slot + 1],
+                self.top_p[slot : slot + 1],
+                self.generator,
+            )
             return token
 
     def activate(self, slot: int, first_token: torch.Tensor, position: int) -> None:
@@ -319,7 +331,7 @@ def _sample(
     top_p: torch.Tensor,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Per-row temperature + nucleus sampling without a host sync (greedy where temperature is 0)."""
+    """Per-row temperature + nucleus sampling, no host sync (greedy where temperature is 0)."""
     greedy = logits.argmax(dim=-1)
     scaled = logits / temperature.clamp_min(1e-5)[:, None]
     probs = torch.softmax(scaled, dim=-1)

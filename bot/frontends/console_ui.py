@@ -183,13 +183,19 @@ class ConsoleUI:
 
     def _end_reasoning(self, since: float | None) -> None:
         seconds = 0.0 if since is None else time.monotonic() - since
-        self._write(f"{self._style.reset}\n{self._style.dim}(thought for {seconds:.0f} s){self._style.reset}\n\n")
+        self._write(
+            f"{self._style.reset}\n{self._style.dim}(thought for {seconds:.0f} s)"
+            f"{self._style.reset}\n\n"
+        )
 
     async def _show_resumed(self) -> None:
         history = await self._store.history(self._key)
         if not history:
             return
-        self._write(f"{self._style.dim}(resuming a dialogue of {len(history)} messages){self._style.reset}\n")
+        self._write(
+            f"{self._style.dim}(resuming a dialogue of {len(history)} messages)"
+            f"{self._style.reset}\n"
+        )
         for message in history[-_RESUME_SHOWN:]:
             who = "you" if message.role == "user" else "bot"
             self._write(f"{self._style.dim}{who}> {message.content}{self._style.reset}\n")
