@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests never reach the Hugging Face hub (also in the subprocesses they start, which inherit it).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 from pathlib import Path
 from typing import Any
 
