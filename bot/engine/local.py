@@ -34,7 +34,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.engine.detokenizer import IncrementalDetokenizer
-from bot.engine.runner import ModelRunner
+from bot.engine.runner import ModelRunner, PrefillChunk
 from bot.engine.scheduler import WaitingQueue
 from bot.engine.stops import StopMatcher
 
@@ -291,14 +291,26 @@ class LocalEngine:
         return {seq.owner for seq in self._slots if seq.owner}
 
     def _prefill_some(self) -> None:
+        """Prefill up to a token budget of waiting prompts, packed into one forward pass."""
         budget = _PREFILL_TOKENS_PER_ITERATION
+        batch: list[tuple[_Sequence, PrefillChunk]] = []
+        seq = self._prefilling()
         while budget > 0:
-            seq = self._prefilling() or self._admit()
+            seq = seq or self._admit()
             if seq is None:
-                return
-            budget -= self._prefill_chunk(seq, budget)
+                break
+            start = seq.num_prefilled
+            chunk = seq.request.prompt_ids[start : start + budget]
+            batch.append((seq, PrefillChunk(seq.slot, chunk, start)))
+            budget -= len(chunk)
+            if start + len(chunk) < seq.num_prompt:
+                break  # a partial chunk is always the last: it stays the one prefilling slot
+            seq = None
+        if batch:
+            self._prefill_batch(batch)
 
     def _prefilling(self) -> _Sequence | None:
+        """The sequence whose prompt is partly cached (it sits right after the decoding ones)."""
         if len(self._slots) > self._num_decoding:
             return self._slots[self._num_decoding]
         return None
@@ -319,22 +331,29 @@ class LocalEngine:
         self._emit(seq, Started(num_prompt_tokens=seq.num_prompt))
         return seq
 
-    def _prefill_chunk(self, seq: _Sequence, budget: int) -> int:
-        start = seq.num_prefilled
-        chunk = seq.request.prompt_ids[start : start + budget]
-        is_last = start + len(chunk) >= seq.num_prompt
+    def _prefill_batch(self, batch: list[tuple[_Sequence, PrefillChunk]]) -> None:
         try:
-            logits = self._runner.prefill(seq.slot, chunk, start, is_last_chunk=is_last)
-            seq.num_prefilled += len(chunk)
-            if logits is not None:
-                token = self._runner.sample_first(logits, seq.slot)
+            logits = self._runner.prefill_many([chunk for _, chunk in batch])
+            done = []
+            for row, (seq, chunk) in enumerate(batch):
+                seq.num_prefilled += len(chunk.token_ids)
+                if seq.num_prefilled >= seq.num_prompt:
+                    done.append((row, seq))
+            if not done:
+                return
+            rows = torch.tensor([row for row, _ in done], device=logits.device)
+            tokens = self._runner.sample_rows(logits[rows], [seq.slot for _, seq in done])
+            for (_, seq), token in zip(done, tokens, strict=True):
                 self._runner.activate(seq.slot, token, seq.num_prompt)
-                self._num_decoding += 1
-                self._accept_token(seq, int(token.item()))
+            self._num_decoding += len(done)
         except Exception as exc:
-            log.exception("prefill failed for request %s", seq.request_id)
-            self._fail(seq, exc)
-        return max(1, len(chunk))
+            log.exception("prefill failed for %d requests", len(batch))
+            for seq, _ in batch:
+                self._fail(seq, exc)
+            return
+        # Completed prompts are now decoding, in slot order; their first tokens may end some.
+        for (_, seq), token in zip(done, tokens.tolist(), strict=True):
+            self._accept_token(seq, token)
 
     # -- decode
 
@@ -421,12 +440,11 @@ class LocalEngine:
                 self._move(self._slots[last], hole)
             self._num_decoding -= 1
             hole = last
-        prefilling = self._slots[hole + 1] if hole + 1 < len(self._slots) else None
-        if prefilling is not None:
-            self._move(prefilling, hole)
-            hole += 1
-        del self._slots[hole]
-        self._runner.release(hole)
+        # Sequences still prefilling sit after the decoding ones: shift each down one place.
+        for index in range(hole + 1, len(self._slots)):
+            self._move(self._slots[index], index - 1)
+        del self._slots[-1]
+        self._runner.release(len(self._slots))
         seq.slot = -2  # finished; never reused
 
     def _move(self, seq: _Sequence, target: int) -> None:

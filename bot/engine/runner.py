@@ -13,6 +13,7 @@ replays it with a single launch.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 # Batch sizes that get their own captured decode graph; a step pads up to the next one.
 _BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
 _MIN_LENGTH_BUCKET = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillChunk:
+    """Prompt tokens for one slot, starting at `start` (earlier positions are already cached)."""
+
+    slot: int
+    token_ids: Sequence[int]
+    start: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,53 +143,85 @@ class ModelRunner:
 
     # ---- public operations -------------------------------------------------------------
 
-    @torch.inference_mode()
     def prefill(
         self, slot: int, token_ids: Sequence[int], start: int, *, is_last_chunk: bool
     ) -> torch.Tensor | None:
         """Write the KV of `token_ids` (positions start..) into `slot`; on the last chunk return
         the logits row for the next token (1 x vocab, float32)."""
-        ids = torch.tensor(token_ids, dtype=torch.long, device=self.device)[None]
-        num = ids.shape[1]
-        positions = torch.arange(start, start + num, device=self.device)[None]
-        hidden = self.embed(ids)
-        cos, sin = self.rotary(hidden, positions)
-        end = start + num
-        causal = None
-        if start > 0:
-            # Chunk i attends to everything before it plus itself causally.
-            key_pos = torch.arange(end, device=self.device)
-            causal = key_pos[None, :] <= positions[0, :, None]
+        logits = self.prefill_many([PrefillChunk(slot, token_ids, start)])
+        return logits if is_last_chunk else None
+
+    @torch.inference_mode()
+    def prefill_many(self, chunks: Sequence[PrefillChunk]) -> torch.Tensor:
+        """Prefill several prompts (or prompt chunks) in one forward pass; returns the logits of
+        each chunk's last token (len(chunks) x vocab, float32).
+
+        The chunks are packed into one sequence: the projections and MLPs, where the weights
+        are read (and, in 4-bit, dequantized), run once for all of them; only attention runs
+        per chunk.
+        """
+        ids = torch.tensor(
+            [t for chunk in chunks for t in chunk.token_ids], dtype=torch.long, device=self.device
+        )
+        positions = torch.cat(
+            [torch.arange(c.start, c.start + len(c.token_ids)) for c in chunks]
+        ).to(self.device)
+        slots = torch.cat(
+            [torch.full((len(c.token_ids),), c.slot, dtype=torch.long) for c in chunks]
+        ).to(self.device)
+        total = ids.shape[0]
+        hidden = self.embed(ids)[None]
+        cos, sin = self.rotary(hidden, positions[None])
+        masks = [self._chunk_mask(c) for c in chunks]
         for index, layer in enumerate(self.layers):
             residual = hidden
             x = layer.input_layernorm(hidden)
             q, k, v = self._project_qkv(layer.self_attn, x, cos, sin)
-            self.k_cache[index, slot, :, start:end] = k[0]
-            self.v_cache[index, slot, :, start:end] = v[0]
-            keys = self.k_cache[index, slot : slot + 1, :, :end]
-            values = self.v_cache[index, slot : slot + 1, :, :end]
-            keys = keys.repeat_interleave(self.group, dim=1)
-            values = values.repeat_interleave(self.group, dim=1)
-            out = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=causal, is_causal=causal is None and num > 1
-            )
-            hidden = residual + layer.self_attn.o_proj(out.transpose(1, 2).reshape(1, num, -1))
+            # [1, heads, T, dim] -> per-token rows [T, heads, dim] written at (slot, position).
+            self.k_cache[index, slots, :, positions] = k[0].transpose(0, 1)
+            self.v_cache[index, slots, :, positions] = v[0].transpose(0, 1)
+            outputs = []
+            offset = 0
+            for chunk, mask in zip(chunks, masks, strict=True):
+                num = len(chunk.token_ids)
+                end = chunk.start + num
+                keys = self.k_cache[index, chunk.slot : chunk.slot + 1, :, :end]
+                values = self.v_cache[index, chunk.slot : chunk.slot + 1, :, :end]
+                out = F.scaled_dot_product_attention(
+                    q[:, :, offset : offset + num],
+                    keys.repeat_interleave(self.group, dim=1),
+                    values.repeat_interleave(self.group, dim=1),
+                    attn_mask=mask,
+                    is_causal=mask is None and num > 1,
+                )
+                outputs.append(out)
+                offset += num
+            out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+            hidden = residual + layer.self_attn.o_proj(out.transpose(1, 2).reshape(1, total, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        if not is_last_chunk:
+        ends = torch.tensor(
+            list(itertools.accumulate(len(c.token_ids) for c in chunks)), device=self.device
+        )
+        last = self.norm(hidden[0, ends - 1])
+        return self.lm_head(last).float()
+
+    def _chunk_mask(self, chunk: PrefillChunk) -> torch.Tensor | None:
+        """None (plain causal) for a chunk at position 0; else attend to all earlier positions."""
+        if chunk.start == 0:
             return None
-        last = self.norm(hidden[:, -1:])
-        return self.lm_head(last)[:, 0].float()
+        end = chunk.start + len(chunk.token_ids)
+        query_pos = torch.arange(chunk.start, end, device=self.device)
+        return torch.arange(end, device=self.device)[None, :] <= query_pos[:, None]
 
     def sample_first(self, logits: torch.Tensor, slot: int) -> torch.Tensor:
         """Sample the first generated token of `slot` from its prefill logits (stays on device)."""
+        return self.sample_rows(logits, [slot])
+
+    def sample_rows(self, logits: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
+        """Sample one token per logits row with the sampling settings of the matching slot."""
         with torch.inference_mode():
-            token = _sample(
-                logits,
-                self.temperature[slot : slot + 1],
-                self.top_p[slot : slot + 1],
-                self.generator,
-            )
-            return token
+            index = torch.tensor(list(slots), dtype=torch.long, device=self.device)
+            return _sample(logits, self.temperature[index], self.top_p[index], self.generator)
 
     def activate(self, slot: int, first_token: torch.Tensor, position: int) -> None:
         """Prepare `slot` to decode: its next input token and where that token's KV goes."""
