@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.config import ModelSettings
+from bot.config import EngineSettings, ModelSettings
 from bot.engine.base import Finished, GenerationRequest, SamplingParams
-from bot.engine.loading import load_model, load_tokenizer
+from bot.engine.loading import load_model, load_tokenizer, size_cache
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
 
@@ -342,7 +342,9 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xticks([1, 8, 32], ["1", "8", "32"])
     ax.set_xlabel("concurrent chats")
     ax.set_ylabel("generated tokens/s (all chats)")
-    ax.set_title("R1-Distill-Qwen-14B shape on one H200: 256-token prompts, 256 new tokens")
+    ax.set_title(
+        "R1-Distill-Qwen-14B shape, one H200\n256-token prompts, 256 new tokens", fontsize=10
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -400,6 +402,9 @@ async def main() -> None:
             "load_s": time.perf_counter() - started,
             "weights_gib": torch.cuda.memory_allocated() / GiB,
         }
+        # What the bot would choose by default on this GPU (sizing only, nothing allocated).
+        shape = size_cache(model, ModelSettings(), EngineSettings())
+        entry["default_cache_shape"] = {"slots": shape.num_slots, "slot_tokens": shape.slot_tokens}
         entry["ours"] = await bench_ours(model, tokenizer, args.gap)
         if precision == "nf4":
             entry["memory_cap_16gb_card"] = await bench_memory_cap(model, tokenizer, 15.0, 4, 4096)
