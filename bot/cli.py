@@ -25,6 +25,8 @@ NO_FRONTEND = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # python-telegram-bot 22: report RetryAfter as a timedelta (no deprecation warning per 429).
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -89,9 +91,10 @@ def _configure_logging(settings: Settings, *, quiet: bool) -> None:
 
 def _expected_error(exc: BaseException) -> str | None:
     from bot.engine.base import EngineError
+    from bot.frontends.base import StartupError
     from bot.store.sqlite import StoreError
 
-    if isinstance(exc, ConfigError | EngineError | StoreError):
+    if isinstance(exc, ConfigError | EngineError | StoreError | StartupError):
         return str(exc)
     return None
 
@@ -127,7 +130,8 @@ async def _console(settings: Settings) -> int:
     from bot.app import open_app
     from bot.frontends.console_ui import ConsoleUI
 
-    print(f"Loading {settings.model.path} …", file=sys.stderr, flush=True)
+    # On stdout with the rest of the conversation: stderr carries only what went wrong.
+    print(f"Loading {settings.model.path} …", flush=True)
     async with open_app(settings) as app:
         await ConsoleUI(app.service, app.store, reasoning_mode=settings.chat.reasoning).run()
     return 0
@@ -147,11 +151,12 @@ def _frontends(settings: Settings, app: object) -> list:
 
 
 async def _run(settings: Settings) -> int:
-    from bot.app import open_app
-
     if not (settings.telegram.enabled or settings.discord.enabled):
         print(NO_FRONTEND, file=sys.stderr)
         return 2
+    from bot.app import open_app  # torch and transformers: only when there is work to do
+    from bot.frontends.base import StartupError
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,7 +166,15 @@ async def _run(settings: Settings) -> int:
         started = []
         try:
             for frontend in frontends:
-                await frontend.start()
+                try:
+                    await frontend.start()
+                except (ConfigError, StartupError):
+                    raise
+                except Exception as exc:  # e.g. discord.LoginFailure: one line, no traceback
+                    log.debug("start-up of %s failed", frontend.name, exc_info=True)
+                    raise StartupError(
+                        f"{frontend.name} could not start: {type(exc).__name__}: {exc}"
+                    ) from None
                 started.append(frontend)
             log.info("serving on %s; Ctrl-C stops", ", ".join(f.name for f in started))
             # What is loaded now (model, libraries) lives until exit: keep it out of the cyclic

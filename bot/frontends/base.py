@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Protocol
 
 
+class StartupError(Exception):
+    """A front-end could not start (bad token, unreachable API): one user-safe sentence."""
+
+
 class Frontend(Protocol):
     """A platform connection; started after the engine, stopped before it."""
 
