@@ -93,12 +93,20 @@ class PromptBuilder:
             )
             # The template writes the BOS token itself.
             return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-        text = "".join(f"{_FALLBACK_TAGS[m['role']]}: {m['content']}\n\n" for m in chat)
+        # Like the model's template, leave earlier replies' reasoning out.
+        text = "".join(f"{_FALLBACK_TAGS[m['role']]}: {_without_reasoning(m)}\n\n" for m in chat)
         return list(self._tokenizer(text + "Assistant:", add_special_tokens=True)["input_ids"])
 
     def _opens_reasoning(self, ids: Sequence[int]) -> bool:
         tail = self._tokenizer.decode(list(ids[-4:]), skip_special_tokens=False)
         return tail.rstrip().endswith("<think>")
+
+
+def _without_reasoning(message: dict[str, str]) -> str:
+    """A message's text; for an earlier reply, only what follows its </think>."""
+    if message["role"] == "assistant" and "</think>" in message["content"]:
+        return message["content"].split("</think>")[-1].lstrip()
+    return message["content"]
 
 
 def _group_turns(history: Sequence[PromptMessage]) -> list[list[PromptMessage]]:
