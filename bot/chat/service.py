@@ -59,6 +59,7 @@ class Reply:
         self._stream: GenerationStream | None = None
         self._is_interrupted = False
         self._is_done = False
+        self._is_settled = asyncio.Event()  # start_reply has finished: running, or refused
 
     def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         return self
@@ -86,6 +87,12 @@ class Reply:
         assert self._task is not None
         return await asyncio.shield(self._task)
 
+    async def _settled(self) -> None:
+        """Wait until it was refused, or (if it started) until it is stored."""
+        await self._is_settled.wait()
+        if self._task is not None:
+            await self.finished()
+
 
 @dataclass(frozen=True, slots=True)
 class SystemPrompt:
@@ -111,6 +118,7 @@ class ChatService:
         self._chat = chat
         self._generation = generation
         self._active: dict[ChatKey, Reply] = {}
+        self._is_closing = False  # interrupt_all has begun: no new answers
 
     # ---- turns -------------------------------------------------------------------------
 
@@ -120,6 +128,8 @@ class ChatService:
         Cheap and synchronous, so a front-end can refuse privately before it acknowledges
         publicly (Discord must choose an ephemeral or a public answer at once).
         """
+        if self._is_closing:
+            raise ChatError("I'm restarting. Send your message again in a moment.")
         text = text.strip()
         if not text:
             raise ChatError("Your message is empty: send me some text.")
@@ -172,9 +182,13 @@ class ChatService:
                 raise
         except BaseException:
             del self._active[key]
+            reply._is_settled.set()
             raise
+        if reply._is_interrupted:
+            stream.cancel()  # shutdown began while it was starting: it ends as interrupted
         splitter = ReasoningSplitter(starts_in_reasoning=prompt.opens_reasoning)
         reply._task = asyncio.create_task(self._run(reply, stream, splitter), name=f"reply {key}")
+        reply._is_settled.set()
         return reply
 
     def stop(self, key: ChatKey) -> bool:
@@ -189,11 +203,16 @@ class ChatService:
         return key in self._active
 
     async def interrupt_all(self) -> None:
-        """Shutdown: cut every answer short and wait until each is stored."""
+        """Shutdown: refuse new messages, cut every answer short, wait until each is stored.
+
+        Answers still starting (reading the history) are waited for too: otherwise one could
+        reach the engine or the store after they closed, and its reply would be lost.
+        """
+        self._is_closing = True
         replies = list(self._active.values())
         for reply in replies:
             reply.interrupt()
-        await asyncio.gather(*(r.finished() for r in replies if r._task), return_exceptions=True)
+        await asyncio.gather(*(r._settled() for r in replies), return_exceptions=True)
 
     async def _run(
         self, reply: Reply, stream: GenerationStream, splitter: ReasoningSplitter
