@@ -29,9 +29,18 @@ class App:
 
 def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
     """Load tokenizer and model and size the KV cache (blocking: run it in a thread)."""
-    from bot.engine.loading import eos_token_ids, load_model, load_tokenizer, size_cache
+    from bot.engine.loading import (
+        eos_token_ids,
+        load_model,
+        load_tokenizer,
+        resolve_device,
+        size_cache,
+    )
     from bot.engine.runner import ModelRunner
 
+    # A machine that cannot run this config (4-bit without a GPU) is told so at once, not after
+    # fetching the tokenizer, or failing to, which would hide the real problem.
+    resolve_device(settings.model)
     tokenizer = load_tokenizer(settings.model)
     model = load_model(settings.model)
     shape = size_cache(model, settings.model, settings.engine)

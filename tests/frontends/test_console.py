@@ -1,0 +1,191 @@
+"""`python -m bot console` as a real subprocess on a terminal (pexpect), with tiny model folders.
+
+Each test starts the bot (torch, transformers, a model load): a few seconds per start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+
+from bot.chat.events import ChatKey
+from bot.store.sqlite import MessageRecord, SqliteStore
+from tests.support.configs import REPO, bot_command, bot_env, tiny_model_config
+from tests.support.looping import build_looping_model
+from tests.support.models import build_scripted_model, save_model_folder
+
+pytestmark = pytest.mark.slow
+
+REASONING = "The user greets me, so I greet them back in two languages."
+ANSWER = "Hello! 你好 👋 **Nice** to meet you 🙂"
+LOOP_REASONING = "Thinking briefly."
+LOOP_ANSWER = "On" + " and on" * 10_000
+PROMPT = "you> "
+CONSOLE = ChatKey("console", "local", "local")
+WAIT = 60  # seconds before pexpect gives up (a start loads torch and a model)
+
+
+@pytest.fixture(scope="module")
+def chatty_folder(tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny model that always writes REASONING, </think>, ANSWER."""
+    model = build_scripted_model(tokenizer, f"{REASONING}</think>\n\n{ANSWER}")
+    return save_model_folder(model, tokenizer, tmp_path_factory.mktemp("chatty"))
+
+
+@pytest.fixture(scope="module")
+def endless_folder(tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny model whose answer never ends."""
+    model = build_looping_model(tokenizer, f"{LOOP_REASONING}</think>\n\nOn", " and on")
+    return save_model_folder(model, tokenizer, tmp_path_factory.mktemp("endless"))
+
+
+def start_console(config: Path) -> tuple[pexpect.spawn, str]:
+    """The running console at its first prompt, and what it printed before the prompt."""
+    program, *args = bot_command("console", "--config", str(config))
+    child = pexpect.spawn(
+        program,
+        args,
+        cwd=str(REPO),
+        env=bot_env(),
+        encoding="utf-8",
+        timeout=WAIT,
+        dimensions=(40, 200),
+    )
+    child.expect_exact("Ctrl-D quits.\r\n")
+    greeting = child.before.replace("\r\n", "\n")
+    child.expect_exact(PROMPT)
+    return child, greeting
+
+
+def say(child: pexpect.spawn, text: str) -> str:
+    """Send a line; return what the bot printed up to its next prompt (without the echo)."""
+    child.sendline(text)
+    child.expect_exact(text + "\r\n")  # the terminal's echo of the typed line
+    child.expect_exact(PROMPT)
+    return child.before.replace("\r\n", "\n")
+
+
+def quit_with_ctrl_d(child: pexpect.spawn) -> None:
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+
+
+def stored(db: Path) -> list[MessageRecord]:
+    async def read() -> list[MessageRecord]:
+        async with SqliteStore.open(db) as store:
+            return await store.query_messages()
+
+    return asyncio.run(read())
+
+
+def test_one_turn_shows_reasoning_then_the_exact_answer_and_ctrl_d_quits(
+    chatty_folder, tmp_path
+):
+    db = tmp_path / "bot.db"
+    child, greeting = start_console(tiny_model_config(tmp_path / "config.toml", chatty_folder, db))
+    assert "resuming" not in greeting
+    shown = say(child, "Hi there!")
+    quit_with_ctrl_d(child)
+
+    reasoning, _, answer = shown.partition("(thought for ")
+    assert reasoning.strip() == REASONING
+    assert answer.split("\n", 1)[1].strip() == ANSWER  # after "N s)": only the answer
+    assert "Hi there!" not in shown and "<｜" not in shown and "think>" not in shown
+    question, reply = stored(db)
+    assert (question.role, question.content) == ("user", "Hi there!")
+    assert (reply.role, reply.content, reply.reasoning, reply.status) == (
+        "assistant", ANSWER, REASONING, "complete"
+    )
+
+
+def test_a_restart_shows_and_resumes_the_dialogue(chatty_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(tmp_path / "config.toml", chatty_folder, db)
+    child, _ = start_console(config)
+    say(child, "First question")
+    quit_with_ctrl_d(child)
+
+    child, greeting = start_console(config)
+    assert "(resuming a dialogue of 2 messages)" in greeting
+    assert f"you> First question\nbot> {ANSWER}\n" in greeting
+    assert ANSWER in say(child, "Second question")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+    messages = stored(db)
+    assert [m.content for m in messages] == ["First question", ANSWER, "Second question", ANSWER]
+    assert len({m.conversation_id for m in messages}) == 1  # one dialogue, resumed
+    first, second = (m for m in messages if m.role == "assistant")
+    # The second prompt carried the first turn.
+    assert second.num_prompt_tokens > first.num_prompt_tokens + 5
+
+
+def test_ctrl_c_stops_the_answer_without_quitting(endless_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(
+        tmp_path / "config.toml", endless_folder, db, generation={"max_new_tokens": 100_000}
+    )
+    child, _ = start_console(config)
+    child.sendline("Tell me a long story.")
+    child.expect_exact(" and on and on")  # the answer is streaming
+    child.sendintr()
+    child.expect_exact("(Stopped.)")
+    child.expect_exact(PROMPT)
+    assert "Commands:" in say(child, "/help")  # still here, and listening
+    child.sendintr()  # at the prompt, Ctrl-C only says how to quit
+    child.expect_exact("(Ctrl-D or /exit quits)")
+    child.expect_exact(PROMPT)
+    quit_with_ctrl_d(child)
+
+    question, reply = stored(db)
+    assert question.content == "Tell me a long story."
+    assert (reply.status, reply.reasoning) == ("stopped", LOOP_REASONING)
+    assert reply.content.startswith("On and on and on") and LOOP_ANSWER.startswith(reply.content)
+
+
+def test_commands(chatty_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(
+        tmp_path / "config.toml", chatty_folder, db, chat={"system_prompt": "Be kind."}
+    )
+    child, _ = start_console(config)
+    help_text = say(child, "/help")
+    for command in ("/reset", "/system", "/help", "/exit", "Ctrl-C"):
+        assert command in help_text
+    assert say(child, "/frobnicate").strip() == "Unknown command /frobnicate. Try /help."
+    assert say(child, "/system").strip() == "System prompt (default): Be kind."
+    assert say(child, "/system Speak like a pirate.").strip() == "System prompt set."
+    assert say(child, "/system").strip() == "System prompt (custom): Speak like a pirate."
+    assert ANSWER in say(child, "Question one")
+    assert say(child, "/reset").strip() == "Started a new dialogue."
+    assert ANSWER in say(child, "Question two")
+    assert say(child, "/system clear").strip() == "System prompt restored to the default."
+    assert ANSWER in say(child, "Question six")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+    messages = stored(db)
+    assert [m.content for m in messages if m.role == "user"] == [
+        "Question one", "Question two", "Question six"
+    ]
+    conversations = [m.conversation_id for m in messages]
+    assert conversations[0] == conversations[1] != conversations[2]  # /reset kept the old one
+    one, two, six = (m.num_prompt_tokens for m in messages if m.role == "assistant")
+    assert one == two  # a fresh dialogue: the same system prompt and no history
+    assert six > two  # after /system clear: "Be kind." is shorter, but the dialogue goes on
+
+    async def chat_system_prompt() -> Any:
+        async with SqliteStore.open(db) as store:
+            return await store.get_system_prompt(CONSOLE.platform, CONSOLE.chat_id)
+
+    assert asyncio.run(chat_system_prompt()) is None
