@@ -46,8 +46,13 @@ async def history_db(tmp_path: Path) -> Path:
     async with SqliteStore.open(db) as store:
         await store.add_user_message(ALICE, "Alice 1: 你好")
         await store.add_assistant_message(
-            ALICE, answer="Hi Alice 👋", reasoning="She greets me.", num_prompt_tokens=9,
-            num_generated_tokens=12, first_token_seconds=0.5, total_seconds=1.5,
+            ALICE,
+            answer="Hi Alice 👋",
+            reasoning="She greets me.",
+            num_prompt_tokens=9,
+            num_generated_tokens=12,
+            first_token_seconds=0.5,
+            total_seconds=1.5,
         )
         await store.reset(ALICE)
         await store.add_user_message(ALICE, "Alice 2")
@@ -120,8 +125,9 @@ def test_console_with_the_example_config_and_no_weights_fails_in_one_sentence(tm
     """On a machine without the weights (and here without a GPU): one sentence, no traceback."""
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "config.json"),
-                  str):
+    if isinstance(
+        try_to_load_from_cache("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "config.json"), str
+    ):
         pytest.skip("the real weights are in the Hugging Face cache here: it would load them")
     result = run_bot("console", "--config", str(REPO / "config.example.toml"), cwd=tmp_path)
     line = assert_one_sentence_error(result)

@@ -98,8 +98,9 @@ async def running(
     engines: list[RecordingEngine] = []
 
     def factory(settings: Settings) -> tuple[Any, RecordingEngine]:
-        runner = ModelRunner(tiny_model, CacheShape(num_slots=num_slots, slot_tokens=2048),
-                             use_cuda_graphs=False)
+        runner = ModelRunner(
+            tiny_model, CacheShape(num_slots=num_slots, slot_tokens=2048), use_cuda_graphs=False
+        )
         engine = RecordingEngine(
             runner, tokenizer, eos_token_ids={EOS_ID}, max_queue=max_queue, warm_up=False
         )
@@ -177,7 +178,10 @@ async def test_a_complete_turn_stores_question_then_answer_and_reasoning_apart(
     assert listener.text(ReasoningDelta) == REASONING
     assert listener.text(AnswerDelta) == ANSWER
     assert (final.status, final.answer, final.reasoning, final.note) == (
-        ReplyStatus.COMPLETE, ANSWER, REASONING, None
+        ReplyStatus.COMPLETE,
+        ANSWER,
+        REASONING,
+        None,
     )
     script_tokens = len(tokenizer.encode(SCRIPT, add_special_tokens=False))
     assert final.num_generated_tokens == script_tokens + 1  # and EOS
@@ -192,7 +196,8 @@ async def test_a_complete_turn_stores_question_then_answer_and_reasoning_apart(
     assert answer.num_prompt_tokens == final.num_prompt_tokens
     assert answer.num_generated_tokens == final.num_generated_tokens
     assert (answer.first_token_seconds, answer.total_seconds) == (
-        final.first_token_seconds, final.total_seconds
+        final.first_token_seconds,
+        final.total_seconds,
     )
 
 
@@ -324,9 +329,7 @@ async def test_the_user_never_sees_the_prompt(scripted, tokenizer, tmp_path):
         await ask(app, ALICE, "Hi there!")
         listener = await start(app, ALICE, "Unmistakable question?")
         await listener.finish()
-    shown = "".join(
-        e.text for e in listener.events if isinstance(e, ReasoningDelta | AnswerDelta)
-    )
+    shown = "".join(e.text for e in listener.events if isinstance(e, ReasoningDelta | AnswerDelta))
     assert shown == REASONING + ANSWER
     for part_of_prompt in ("Unmistakable", "Hi there", DEFAULT_SYSTEM, "<｜", "<think>"):
         assert part_of_prompt not in shown
@@ -374,8 +377,11 @@ async def test_a_message_over_the_token_budget_is_refused_with_nothing_stored(
     scripted, tokenizer, tmp_path
 ):
     async with running(
-        scripted, tokenizer, tmp_path / "bot.db",
-        model={"max_context_tokens": 256}, generation={"max_new_tokens": 64},
+        scripted,
+        tokenizer,
+        tmp_path / "bot.db",
+        model={"max_context_tokens": 256},
+        generation={"max_new_tokens": 64},
     ) as (app, engine):
         with pytest.raises(PromptTooLong, match="too long"):
             await app.service.start_reply(ALICE, "word " * 300)  # short enough in characters
@@ -385,9 +391,10 @@ async def test_a_message_over_the_token_budget_is_refused_with_nothing_stored(
 
 
 async def test_a_full_queue_refuses_with_nothing_stored(looping, tokenizer, tmp_path):
-    async with running(
-        looping, tokenizer, tmp_path / "bot.db", num_slots=1, max_queue=1
-    ) as (app, _engine):
+    async with running(looping, tokenizer, tmp_path / "bot.db", num_slots=1, max_queue=1) as (
+        app,
+        _engine,
+    ):
         alice = await start(app, ALICE, "Go on.")
         await alice.until(AnswerDelta)
         bob = await start(app, BOB, "Me next.")  # waits for the one slot
@@ -436,9 +443,7 @@ async def test_reset_mid_answer_stops_it_and_files_it_with_its_question(
     assert answer.conversation_id == question.conversation_id
 
 
-async def test_a_chats_system_prompt_is_used_and_survives_a_restart(
-    scripted, tokenizer, tmp_path
-):
+async def test_a_chats_system_prompt_is_used_and_survives_a_restart(scripted, tokenizer, tmp_path):
     db = tmp_path / "bot.db"
     pirate = "Speak like a pirate."
     async with running(scripted, tokenizer, db) as (app, engine):

@@ -84,9 +84,7 @@ def stored(db: Path) -> list[MessageRecord]:
     return asyncio.run(read())
 
 
-def test_one_turn_shows_reasoning_then_the_exact_answer_and_ctrl_d_quits(
-    chatty_folder, tmp_path
-):
+def test_one_turn_shows_reasoning_then_the_exact_answer_and_ctrl_d_quits(chatty_folder, tmp_path):
     db = tmp_path / "bot.db"
     child, greeting = start_console(tiny_model_config(tmp_path / "config.toml", chatty_folder, db))
     assert "resuming" not in greeting
@@ -100,7 +98,10 @@ def test_one_turn_shows_reasoning_then_the_exact_answer_and_ctrl_d_quits(
     question, reply = stored(db)
     assert (question.role, question.content) == ("user", "Hi there!")
     assert (reply.role, reply.content, reply.reasoning, reply.status) == (
-        "assistant", ANSWER, REASONING, "complete"
+        "assistant",
+        ANSWER,
+        REASONING,
+        "complete",
     )
 
 
@@ -176,7 +177,9 @@ def test_commands(chatty_folder, tmp_path):
 
     messages = stored(db)
     assert [m.content for m in messages if m.role == "user"] == [
-        "Question one", "Question two", "Question six"
+        "Question one",
+        "Question two",
+        "Question six",
     ]
     conversations = [m.conversation_id for m in messages]
     assert conversations[0] == conversations[1] != conversations[2]  # /reset kept the old one
