@@ -38,6 +38,14 @@ class PromptBuilder:
         self._max_context = max_context_tokens
         self._max_new = max_new_tokens
         self._has_template = bool(getattr(tokenizer, "chat_template", None))
+        # Control tokens (role tags, BOS/EOS, tool and FIM markers) that a user could type to fake
+        # turns of the dialogue; the reasoning tags are harmless inside a user's text.
+        added = getattr(tokenizer, "get_added_vocab", dict)()
+        self._control_tokens = sorted(
+            (t for t in added if t not in ("<think>", "</think>") and len(t) > 1),
+            key=len,
+            reverse=True,
+        )
 
     @property
     def max_context_tokens(self) -> int:
@@ -84,9 +92,15 @@ class PromptBuilder:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _encode(self, system: str, messages: Sequence[PromptMessage]) -> list[int]:
-        chat = [{"role": m.role, "content": m.content} for m in messages]
+        chat = [
+            {
+                "role": m.role,
+                "content": self._inert(m.content) if m.role != "assistant" else m.content,
+            }
+            for m in messages
+        ]
         if system:
-            chat.insert(0, {"role": "system", "content": system})
+            chat.insert(0, {"role": "system", "content": self._inert(system)})
         if self._has_template:
             text = self._tokenizer.apply_chat_template(
                 chat, add_generation_prompt=True, tokenize=False
@@ -96,6 +110,13 @@ class PromptBuilder:
         # Like the model's template, leave earlier replies' reasoning out.
         text = "".join(f"{_FALLBACK_TAGS[m['role']]}: {_without_reasoning(m)}\n\n" for m in chat)
         return list(self._tokenizer(text + "Assistant:", add_special_tokens=True)["input_ids"])
+
+    def _inert(self, text: str) -> str:
+        """`text` with control-token strings broken up, so they tokenize as plain text."""
+        for token in self._control_tokens:
+            if token in text:
+                text = text.replace(token, token[0] + "\u200b" + token[1:])
+        return text
 
     def _opens_reasoning(self, ids: Sequence[int]) -> bool:
         tail = self._tokenizer.decode(list(ids[-4:]), skip_special_tokens=False)

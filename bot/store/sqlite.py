@@ -59,6 +59,7 @@ class MessageRecord:
         """A flat dict for JSON output (the `history` command)."""
         return {
             "id": self.id,
+            "conversation": self.conversation_id,
             "conversation_id": self.conversation_id,
             "platform": self.key.platform,
             "chat_id": self.key.chat_id,
