@@ -137,6 +137,9 @@ class LocalEngine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[None] | None = None
+        # Set when __aexit__ begins: the worker may already have ended its last streams, so a
+        # request accepted now would never get its Finished.
+        self._is_closing = False
         # Worker-thread state:
         self._waiting: WaitingQueue[_Sequence] = WaitingQueue(lambda seq: seq.owner)
         self._slots: list[_Sequence] = []  # index == KV slot; decoding ones first
@@ -167,6 +170,7 @@ class LocalEngine:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._thread is None:
             return
+        self._is_closing = True
         self._inbox.put(("stop", None))
         await asyncio.to_thread(self._thread.join)
         self._thread = None
@@ -176,6 +180,8 @@ class LocalEngine:
     def submit(self, request: GenerationRequest) -> _Stream:
         if self._thread is None or self._loop is None:
             raise EngineError("the engine is not running")
+        if self._is_closing:
+            raise EngineError("the engine is shutting down")
         if not request.prompt_ids:
             raise EngineError("empty prompt")
         if len(request.prompt_ids) >= self.max_sequence_tokens:

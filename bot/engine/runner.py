@@ -97,7 +97,10 @@ class ModelRunner:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
         slots, tokens = cache_shape.num_slots, cache_shape.slot_tokens
-        kv_shape = (self.num_layers, slots, self.num_kv_heads, tokens, self.head_dim)
+        # One column past each slot's end is scratch space for the padding rows of a decode step
+        # (see _decode_step); attention never reads it.
+        self._parked = tokens
+        kv_shape = (self.num_layers, slots, self.num_kv_heads, tokens + 1, self.head_dim)
         try:
             self.k_cache = torch.zeros(kv_shape, dtype=self.dtype, device=self.device)
             self.v_cache = torch.zeros(kv_shape, dtype=self.dtype, device=self.device)
@@ -109,7 +112,8 @@ class ModelRunner:
 
         # Per-slot decode state, kept on the device so a step needs no host->device copies.
         self.input_ids = torch.zeros(slots, dtype=torch.long, device=self.device)
-        self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
+        # A slot that is not decoding is parked at the scratch column (or past it).
+        self.positions = torch.full((slots,), self._parked, dtype=torch.long, device=self.device)
         self.temperature = torch.ones(slots, dtype=torch.float32, device=self.device)
         self.top_p = torch.ones(slots, dtype=torch.float32, device=self.device)
         self.batch_buckets = (*(b for b in _BATCH_BUCKETS if b < slots), slots)
@@ -236,9 +240,9 @@ class ModelRunner:
             self.top_p[slot] = top_p
 
     def release(self, slot: int) -> None:
-        """Forget a slot's decode state (its cache is simply overwritten by the next user)."""
+        """Park a slot that stops decoding (its cache is simply overwritten by the next user)."""
         with torch.inference_mode():
-            self.positions[slot] = 0
+            self.positions[slot] = self._parked
 
     def move_slot(self, source: int, target: int, num_tokens: int) -> None:
         """Move a request's cache and decode state from `source` to `target` (compaction)."""
@@ -301,8 +305,12 @@ class ModelRunner:
     def _decode_step(self, batch: int, length: int) -> torch.Tensor:
         """Decode slots 0..batch-1 attending to the first `length` cache positions."""
         ids = self.input_ids[:batch]
-        # Padding rows (free slots) keep counting up; clamping keeps their writes in bounds.
-        positions = self.positions[:batch].clamp(max=length - 1)
+        positions = self.positions[:batch]
+        # A captured graph decodes a whole batch bucket: rows past the active ones are free slots
+        # or the slot a long prompt is being prefilled into, chunk by chunk, between steps. They
+        # are parked (position >= slot end > length), so their keys go to the scratch column and
+        # the prefilled prompt stays intact.
+        write_at = torch.where(positions < length, positions, self._parked)
         rows = torch.arange(batch, device=self.device)
         hidden = self.embed(ids)[:, None]
         cos, sin = self.rotary(hidden, positions[:, None])
@@ -312,8 +320,8 @@ class ModelRunner:
             residual = hidden
             x = layer.input_layernorm(hidden)
             q, k, v = self._project_qkv(layer.self_attn, x, cos, sin)
-            self.k_cache[index, rows, :, positions] = k[:, :, 0]
-            self.v_cache[index, rows, :, positions] = v[:, :, 0]
+            self.k_cache[index, rows, :, write_at] = k[:, :, 0]
+            self.v_cache[index, rows, :, write_at] = v[:, :, 0]
             keys = self.k_cache[index, :batch, :, :length]
             values = self.v_cache[index, :batch, :, :length]
             # Grouped-query attention without copying the cache: a kv head's query heads act
