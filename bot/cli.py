@@ -12,8 +12,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.engine.base import Engine
 
 log = logging.getLogger("bot")
 
@@ -161,6 +165,7 @@ async def _run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    status = 0
     async with open_app(settings) as app:
         frontends = _frontends(settings, app)
         started = []
@@ -180,8 +185,14 @@ async def _run(settings: Settings) -> int:
             # What is loaded now (model, libraries) lives until exit: keep it out of the cyclic
             # GC's full collections, which otherwise pause the event loop for 0.1-0.2 s.
             gc.freeze()
-            await stop.wait()
-            log.info("stopping")
+            broken = await _until_stopped_or_broken(stop, app.engine)
+            if broken is not None:
+                # A bot that answers every message with an error helps nobody: exit non-zero
+                # so that a supervisor (systemd, Docker) restarts it with a fresh worker.
+                log.error("stopping: %s", broken)
+                status = 1
+            else:
+                log.info("stopping")
         finally:
             for frontend in started:
                 await frontend.stop_receiving()
@@ -190,4 +201,16 @@ async def _run(settings: Settings) -> int:
             await app.service.interrupt_all()
             for frontend in reversed(started):
                 await frontend.close()
-    return 0
+    return status
+
+
+async def _until_stopped_or_broken(stop: asyncio.Event, engine: Engine) -> str | None:
+    """Wait for a stop signal or for the engine to break; the reason if it broke."""
+    stopped = asyncio.create_task(stop.wait())
+    broken = asyncio.create_task(engine.wait_broken())
+    try:
+        await asyncio.wait((stopped, broken), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        broken.cancel()
+    return broken.result() if broken.done() and not broken.cancelled() else None

@@ -103,6 +103,10 @@ class Engine(Protocol):
         """Queue a request and return its stream; raises EngineBusy when the queue is full."""
         ...
 
+    async def wait_broken(self) -> str:
+        """Return (with the reason) once the engine can serve no more requests, for good."""
+        ...
+
 
 class EngineError(Exception):
     """The engine cannot be used (bad model path, no GPU for 4-bit, ...): user-safe text."""

@@ -137,9 +137,11 @@ class LocalEngine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[None] | None = None
-        # Set when __aexit__ begins: the worker may already have ended its last streams, so a
-        # request accepted now would never get its Finished.
-        self._is_closing = False
+        self._broken: asyncio.Future[str] | None = None  # set if the worker crashes
+        # Why submit() refuses new requests, once __aexit__ began or the worker crashed: the
+        # worker may already have ended its last streams, so a request accepted now would never
+        # get its Finished. Set and read under _pending_lock, with the inbox put in submit().
+        self._refusal: str | None = None
         # Worker-thread state:
         self._waiting: WaitingQueue[_Sequence] = WaitingQueue(lambda seq: seq.owner)
         self._slots: list[_Sequence] = []  # index == KV slot; decoding ones first
@@ -162,6 +164,7 @@ class LocalEngine:
     async def __aenter__(self) -> LocalEngine:
         self._loop = asyncio.get_running_loop()
         self._ready = self._loop.create_future()
+        self._broken = self._loop.create_future()
         self._thread = threading.Thread(target=self._thread_main, name="gpu-worker", daemon=True)
         self._thread.start()
         await self._ready
@@ -170,18 +173,22 @@ class LocalEngine:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._thread is None:
             return
-        self._is_closing = True
+        with self._pending_lock:
+            self._refusal = self._refusal or "the engine is shutting down"
         self._inbox.put(("stop", None))
         await asyncio.to_thread(self._thread.join)
         self._thread = None
         # Deliver what the worker sent last (the SHUTDOWN events) before returning.
         await asyncio.sleep(0)
 
+    async def wait_broken(self) -> str:
+        if self._broken is None:
+            raise EngineError("the engine is not running")
+        return await asyncio.shield(self._broken)
+
     def submit(self, request: GenerationRequest) -> _Stream:
         if self._thread is None or self._loop is None:
             raise EngineError("the engine is not running")
-        if self._is_closing:
-            raise EngineError("the engine is shutting down")
         if not request.prompt_ids:
             raise EngineError("empty prompt")
         if len(request.prompt_ids) >= self.max_sequence_tokens:
@@ -189,13 +196,15 @@ class LocalEngine:
                 f"prompt of {len(request.prompt_ids)} tokens does not fit the engine's "
                 f"{self.max_sequence_tokens}-token sequences"
             )
+        request_id = next(self._ids)
+        stream = _Stream(self, request_id)
         with self._pending_lock:
+            if self._refusal is not None:
+                raise EngineError(self._refusal)
             if self._num_pending >= self._max_queue:
                 raise EngineBusy("too many requests are waiting; try again in a minute")
             self._num_pending += 1
-        request_id = next(self._ids)
-        stream = _Stream(self, request_id)
-        self._inbox.put(("submit", (request_id, request, stream, time.monotonic())))
+            self._inbox.put(("submit", (request_id, request, stream, time.monotonic())))
         return stream
 
     def _cancel(self, request_id: int) -> None:
@@ -217,12 +226,20 @@ class LocalEngine:
             self._signal_ready(EngineError(f"engine warm-up failed: {exc}"))
             return
         self._signal_ready(None)
+        reason, error = FinishReason.SHUTDOWN, None
         try:
             self._serve()
         except Exception:
-            log.exception("engine worker crashed")
+            # A bug of ours, not a failing request (those end with ERROR and the loop goes on).
+            # Without a worker nothing can be served: refuse new requests instead of queueing
+            # them forever, and end the ones in hand.
+            log.critical("engine worker crashed; no more requests can be served", exc_info=True)
+            reason, error = FinishReason.ERROR, "the engine stopped after an internal error"
+            self._signal_broken(error)
         finally:
-            self._finish_everything(FinishReason.SHUTDOWN)
+            with self._pending_lock:
+                self._refusal = self._refusal or error or "the engine is shutting down"
+            self._end_everything(reason, error)
             self._flush_outbox()
 
     def _signal_ready(self, error: Exception | None) -> None:
@@ -238,6 +255,17 @@ class LocalEngine:
                 ready.set_exception(error)
 
         self._loop.call_soon_threadsafe(settle)
+
+    def _signal_broken(self, reason: str) -> None:
+        assert self._loop is not None and self._broken is not None
+        broken = self._broken
+
+        def settle() -> None:
+            if not broken.done():
+                broken.set_result(reason)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(settle)
 
     def _serve(self) -> None:
         while not self._stopping:
@@ -271,20 +299,25 @@ class LocalEngine:
             self._stopping = True
         elif kind == "submit":
             request_id, request, stream, submitted_at = payload  # type: ignore[misc]
-            seq = _Sequence(
-                request_id=request_id,
-                request=request,
-                stream=stream,
-                submitted_at=submitted_at,
-                detokenizer=IncrementalDetokenizer(self._tokenizer),
-                stops=StopMatcher(request.params.stop),
-            )
+            seq = self._new_sequence(request_id, request, stream, submitted_at)
             self._by_id[request_id] = seq
             self._waiting.append(seq)
         elif kind == "cancel":
             seq = self._by_id.get(payload)  # type: ignore[arg-type]
             if seq is not None:
                 self._finish(seq, FinishReason.CANCELLED)
+
+    def _new_sequence(
+        self, request_id: int, request: GenerationRequest, stream: _Stream, submitted_at: float
+    ) -> _Sequence:
+        return _Sequence(
+            request_id=request_id,
+            request=request,
+            stream=stream,
+            submitted_at=submitted_at,
+            detokenizer=IncrementalDetokenizer(self._tokenizer),
+            stops=StopMatcher(request.params.stop),
+        )
 
     def _expire(self, now: float) -> None:
         for seq in [*self._waiting, *self._slots]:
@@ -404,8 +437,19 @@ class LocalEngine:
         self._finish(seq, FinishReason.ERROR)
 
     def _finish(self, seq: _Sequence, reason: FinishReason) -> None:
+        """End seq's stream and free its place (queue entry or KV slot)."""
         if seq.finish is not None:
             return
+        self._end(seq, reason)
+        if seq.slot == -1:
+            self._waiting.remove(seq)
+            with self._pending_lock:
+                self._num_pending -= 1
+        else:
+            self._release_slot(seq)
+
+    def _end(self, seq: _Sequence, reason: FinishReason) -> None:
+        """Send seq's last text and its Finished event."""
         seq.finish = reason
         if reason not in (FinishReason.STOP, FinishReason.ERROR):
             # The held-back tail is real output once no stop string can complete.
@@ -430,12 +474,6 @@ class LocalEngine:
             ),
         )
         self._by_id.pop(seq.request_id, None)
-        if seq.slot == -1:
-            self._waiting.remove(seq)
-            with self._pending_lock:
-                self._num_pending -= 1
-        else:
-            self._release_slot(seq)
 
     def _release_slot(self, seq: _Sequence) -> None:
         """Free seq's slot, keeping decoding slots at 0..n-1 and a prefilling one right after."""
@@ -460,19 +498,26 @@ class LocalEngine:
         self._slots[target] = seq
         seq.slot = target
 
-    def _finish_everything(self, reason: FinishReason) -> None:
-        self._take_remaining_inbox()
-        for seq in [*self._slots, *self._waiting]:
-            self._finish(seq, reason)
+    def _end_everything(self, reason: FinishReason, error: str | None) -> None:
+        """The worker's last act: end every stream it holds or was sent.
 
-    def _take_remaining_inbox(self) -> None:
+        Nothing is freed on the way (the worker is leaving, and after a crash its bookkeeping
+        may be what broke), so this cannot fail where _finish could.
+        """
         while True:
             try:
                 kind, payload = self._inbox.get_nowait()
             except queue.Empty:
-                return
-            if kind != "stop":
-                self._handle_message(kind, payload)
+                break
+            if kind == "submit":
+                request_id, request, stream, submitted_at = payload  # type: ignore[misc]
+                self._by_id[request_id] = self._new_sequence(
+                    request_id, request, stream, submitted_at
+                )
+        for seq in list(self._by_id.values()):
+            if seq.finish is None:
+                seq.error = seq.error or error
+                self._end(seq, reason)
 
     # -- delivery
 

@@ -376,10 +376,14 @@ async def test_leaving_the_engine_ends_running_and_waiting_requests_with_shutdow
 ):
     engine = make_engine(random_model, num_slots=1, eos_token_ids=())
     async with engine:
+        broken = asyncio.create_task(engine.wait_broken())
         running = Reader(engine.submit(request(tokenizer, "long", ENDLESS)))
         await running.until_text()
         waiting = Reader(engine.submit(request(tokenizer, "waiting")))
         await waiting.until_type(Queued)
+    await asyncio.sleep(0.05)
+    assert not broken.done(), "a normal shutdown is not a breakdown"
+    broken.cancel()
     # Every event was delivered before __aexit__ returned: read without waiting.
     await running.to_end()
     await waiting.to_end()
@@ -403,3 +407,30 @@ async def test_a_request_submitted_while_the_engine_stops_is_refused(
             engine.submit(request(tokenizer, "during shutdown"))
     finally:
         await stopping
+
+
+async def test_after_a_worker_crash_requests_end_with_error_and_new_ones_are_refused(
+    make_engine, random_model, tokenizer
+):
+    engine = make_engine(random_model, num_slots=2, eos_token_ids=())
+    runner = engine._runner
+
+    def broken_release(num_slots: int) -> None:
+        raise RuntimeError("bookkeeping bug")
+
+    async with engine:
+        running = Reader(engine.submit(request(tokenizer, "long", ENDLESS)))
+        await running.until_text()
+        runner.release = broken_release  # the next request to end crashes the worker
+        short = await collect(engine.submit(request(tokenizer, "short", GREEDY)))
+        await running.to_end()
+        # Not queued forever behind a dead worker: refused at once, with a reason.
+        with pytest.raises(EngineError, match="internal error"):
+            engine.submit(request(tokenizer, "anyone there?"))
+        # What `python -m bot run` waits on to exit non-zero, for a supervisor to restart it.
+        assert await asyncio.wait_for(engine.wait_broken(), 10) == (
+            "the engine stopped after an internal error"
+        )
+    assert short.reason == FinishReason.LENGTH  # it had ended before its slot release failed
+    assert running.reason == FinishReason.ERROR
+    assert running.finished.error == "the engine stopped after an internal error"
