@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from bot.engine import runner as runner_module
 from bot.engine.base import EngineError
 from bot.engine.runner import CacheShape, ModelRunner, PrefillChunk, default_cache_shape
 from tests.support.models import build_random_model
@@ -358,3 +359,20 @@ def test_default_cache_shape_fits_full_contexts_when_the_budget_allows():
     assert shape == CacheShape(num_slots=1, slot_tokens=960)  # a multiple of 64
     with pytest.raises(EngineError, match="no memory left"):
         default_cache_shape(max_context_tokens=2048, kv_budget_tokens=0, max_batch_size=0)
+
+
+def test_nucleus_sampling_draws_from_the_nucleus_in_proportion():
+    # p = 0.5, 0.3, 0.15, 0.05 over the first four tokens of a full-size vocabulary (the rest
+    # ~0): with top_p 0.9 the nucleus is the first three (0.5 + 0.3 < 0.9 <= 0.95).
+    probs = torch.full((152064,), 1e-12)
+    probs[:4] = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    rows = 4000
+    logits = probs.log().expand(rows, -1).contiguous()
+    generator = torch.Generator().manual_seed(0)
+    tokens = runner_module._sample(
+        logits, torch.ones(rows), torch.full((rows,), 0.9), generator
+    )
+    counts = torch.bincount(tokens, minlength=4)[:4].tolist()
+    assert sum(counts) == rows, "nothing is drawn from outside the nucleus"
+    for count, p in zip(counts, (0.5, 0.3, 0.15, 0.0), strict=True):
+        assert abs(count / rows - p / 0.95) < 0.03
