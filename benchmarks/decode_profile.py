@@ -4,7 +4,8 @@ Loads the random-weight 14B checkpoint that engine_throughput.py builds (buildin
 fills `--batch` slots with 256-token prompts, then
   * prints the kernels of one eager step at batch 1 and `--batch`, grouped by name, with their
     share of GPU time (what to optimize next);
-  * times CUDA-graph decode steps at batch 1, 8 and `--batch` (no engine around them).
+  * times CUDA-graph decode steps at batch 1-4, 8 and `--batch` (no engine around them), for
+    small batches both row by row and batched.
 Run: python benchmarks/decode_profile.py --fixture DIR --out DIR
 """
 
@@ -127,11 +128,27 @@ def main() -> None:
     report["kernels_batch_1"] = kernel_table(runner, 1)
     report["kernels_batch_n"] = kernel_table(runner, args.batch)
 
+    # Step times for small batches run row by row (bitsandbytes' single-row kernel) and as one
+    # batch (dequantize + matmul), to place ModelRunner's row_wise_max_batch.
+    runner.batch_buckets = tuple(sorted({*runner.batch_buckets, 3}))
     report["step_ms"] = {}
-    for batch in sorted({1, 8, args.batch}):
-        step = time_steps(runner, batch, args.steps)
-        report["step_ms"][batch] = step * 1000
-        log.info("batch %3d: %.2f ms a step, %.0f tokens/s", batch, step * 1000, batch / step)
+    for row_wise in (0, 4):
+        runner.row_wise_max_batch = row_wise
+        runner._graphs.clear()
+        mode = "row by row up to 4" if row_wise else "batched"
+        report["step_ms"][mode] = {}
+        for batch in sorted({1, 2, 3, 4, 8, args.batch}):
+            if row_wise and batch > row_wise:
+                continue
+            step = time_steps(runner, batch, args.steps)
+            report["step_ms"][mode][batch] = step * 1000
+            log.info(
+                "%-18s batch %3d: %.2f ms a step, %.0f tokens/s",
+                mode,
+                batch,
+                step * 1000,
+                batch / step,
+            )
     (args.out / f"decode_profile_{args.quantization}.json").write_text(json.dumps(report, indent=2))
 
 
