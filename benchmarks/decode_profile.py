@@ -131,24 +131,13 @@ def main() -> None:
     # Step times for small batches run row by row (bitsandbytes' single-row kernel) and as one
     # batch (dequantize + matmul), to place ModelRunner's row_wise_max_batch.
     runner.batch_buckets = tuple(sorted({*runner.batch_buckets, 3}))
+    # Unpadded step times (a bucket for 3 added), to see how a step's cost grows with its rows.
+    runner.batch_buckets = tuple(sorted({*runner.batch_buckets, 3}))
     report["step_ms"] = {}
-    for row_wise in (0, 4):
-        runner.row_wise_max_batch = row_wise
-        runner._graphs.clear()
-        mode = "row by row up to 4" if row_wise else "batched"
-        report["step_ms"][mode] = {}
-        for batch in sorted({1, 2, 3, 4, 8, args.batch}):
-            if row_wise and batch > row_wise:
-                continue
-            step = time_steps(runner, batch, args.steps)
-            report["step_ms"][mode][batch] = step * 1000
-            log.info(
-                "%-18s batch %3d: %.2f ms a step, %.0f tokens/s",
-                mode,
-                batch,
-                step * 1000,
-                batch / step,
-            )
+    for batch in sorted({1, 2, 3, 4, 8, args.batch}):
+        step = time_steps(runner, batch, args.steps)
+        report["step_ms"][batch] = step * 1000
+        log.info("batch %3d: %.2f ms a step, %.0f tokens/s", batch, step * 1000, batch / step)
     (args.out / f"decode_profile_{args.quantization}.json").write_text(json.dumps(report, indent=2))
 
 

@@ -409,8 +409,7 @@ def _table(results: list[dict[str, Any]]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     lines = [
-        f"{name:<{width}}  " + "  ".join(f"{cell(r):>12}" for r in results)
-        for name, cell in rows
+        f"{name:<{width}}  " + "  ".join(f"{cell(r):>12}" for r in results) for name, cell in rows
     ]
     return "\n".join(lines)
 
@@ -422,10 +421,18 @@ def main() -> int:
     parser.add_argument("--reasoning-words", type=int, default=80)
     parser.add_argument("--answer-words", type=int, default=160)
     parser.add_argument("--step", type=float, default=0.02, help="seconds per engine step")
-    parser.add_argument("--global-rate", type=int, default=0,
-                        help="bot-wide calls/s limit (0 = off, to measure the bot at full load)")
-    parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
-                        help="leave startup objects to the cyclic GC (gen-2 pauses of 0.1-0.2 s)")
+    parser.add_argument(
+        "--global-rate",
+        type=int,
+        default=0,
+        help="bot-wide calls/s limit (0 = off, to measure the bot at full load)",
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="leave startup objects to the cyclic GC (gen-2 pauses of 0.1-0.2 s)",
+    )
     parser.add_argument("--server", choices=["thread", "same-loop", "both"], default="both")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/telegram_load.json"))
@@ -448,7 +455,8 @@ def main() -> int:
     print(_table(results))
     print(f"written to {args.out}")
     failed = [
-        r for r in results
+        r
+        for r in results
         if r["answers_complete"] != r["chats"] or r["pacing"]["chats_paced_faster_than_budget"]
     ]
     return 1 if failed else 0
