@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 # Batch sizes that get their own captured decode graph; a step pads up to the next one.
 _BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
 _MIN_LENGTH_BUCKET = 256
-_ROW_WISE_MAX_BATCH = 2  # with 4-bit weights; see ModelRunner.__init__
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +73,6 @@ class ModelRunner:
         *,
         use_cuda_graphs: bool = True,
         seed: int = 0,
-        row_wise_max_batch: int | None = None,
     ) -> None:
         self._check_architecture(model)
         self.model = model
@@ -96,13 +94,6 @@ class ModelRunner:
         self.norm = _fused_rms_norm(inner.norm)
         self.lm_head = model.lm_head
         self.rotary = inner.rotary_emb
-        # Decode steps of up to this many rows run the projections and MLPs one row at a time.
-        # bitsandbytes has a fast 4-bit kernel for a single row only; from two rows on it
-        # dequantizes every weight to bf16 first, which on an H200 made a 2-row step cost
-        # about as much as a 32-row one (see benchmarks/decode_profile.py).
-        if row_wise_max_batch is None:
-            row_wise_max_batch = _ROW_WISE_MAX_BATCH if _has_4bit_layers(model) else 0
-        self.row_wise_max_batch = row_wise_max_batch
         # CUDA graphs replay the default generator's Philox state safely; a private generator
         # would have to be registered with every graph.
         if self.device.type == "cuda":
@@ -320,17 +311,12 @@ class ModelRunner:
         return cos.unsqueeze(1), signed_sin.unsqueeze(1)
 
     def _project_qkv(
-        self,
-        attn: nn.Module,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        signed_sin: torch.Tensor,
-        apply: Callable[[nn.Module, torch.Tensor], torch.Tensor] = nn.Module.__call__,
+        self, attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, num, _ = x.shape
-        q = apply(attn.q_proj, x).view(batch, num, self.num_heads, self.head_dim).transpose(1, 2)
-        k = apply(attn.k_proj, x).view(batch, num, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = apply(attn.v_proj, x).view(batch, num, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = attn.q_proj(x).view(batch, num, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(batch, num, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(batch, num, self.num_kv_heads, self.head_dim).transpose(1, 2)
         half = self.head_dim // 2
         q = torch.addcmul(q * cos, q.roll(half, dims=-1), signed_sin)
         k = torch.addcmul(k * cos, k.roll(half, dims=-1), signed_sin)
@@ -350,11 +336,10 @@ class ModelRunner:
         cos, sin = self._rotary(hidden, positions[:, None])
         key_pos = torch.arange(length, device=self.device)
         mask = (key_pos[None, :] <= positions[:, None])[:, None, None, :]
-        apply = _row_by_row if batch <= self.row_wise_max_batch else nn.Module.__call__
         for index, layer in enumerate(self.layers):
             residual = hidden
             x = self.input_norms[index](hidden)
-            q, k, v = self._project_qkv(layer.self_attn, x, cos, sin, apply)
+            q, k, v = self._project_qkv(layer.self_attn, x, cos, sin)
             self.k_cache[index, rows, :, write_at] = k[:, :, 0]
             self.v_cache[index, rows, :, write_at] = v[:, :, 0]
             keys = self.k_cache[index, :batch, :, :length]
@@ -363,8 +348,8 @@ class ModelRunner:
             # as that head's query rows.
             q = q.reshape(batch, self.num_kv_heads, self.group, self.head_dim)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-            hidden = residual + apply(layer.self_attn.o_proj, out.reshape(batch, 1, -1))
-            hidden = hidden + apply(layer.mlp, self.post_attention_norms[index](hidden))
+            hidden = residual + layer.self_attn.o_proj(out.reshape(batch, 1, -1))
+            hidden = hidden + layer.mlp(self.post_attention_norms[index](hidden))
         logits = self.lm_head(self.norm(hidden))[:, 0].float()
         tokens = _sample(logits, self.temperature[:batch], self.top_p[:batch], self.generator)
         # Feed the sampled tokens straight back as the next inputs, on the device.
@@ -403,15 +388,6 @@ def _length_buckets(slot_tokens: int) -> tuple[int, ...]:
         size *= 2
     buckets.append(slot_tokens)
     return tuple(buckets)
-
-
-def _row_by_row(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """module(x) computed one row (first dimension) at a time."""
-    return torch.cat([module(x[row : row + 1]) for row in range(x.shape[0])])
-
-
-def _has_4bit_layers(model: nn.Module) -> bool:
-    return any(type(module).__name__ == "Linear4bit" for module in model.modules())
 
 
 def _fused_rms_norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -127,21 +127,8 @@ class Driver:
         return self.rows[slot][1]
 
 
-def new_runner(
-    model,
-    *,
-    num_slots: int = 4,
-    slot_tokens: int = 128,
-    seed: int = 0,
-    row_wise_max_batch: int | None = None,
-):
-    return ModelRunner(
-        model,
-        CacheShape(num_slots, slot_tokens),
-        use_cuda_graphs=True,
-        seed=seed,
-        row_wise_max_batch=row_wise_max_batch,
-    )
+def new_runner(model, *, num_slots: int = 4, slot_tokens: int = 128, seed: int = 0):
+    return ModelRunner(model, CacheShape(num_slots, slot_tokens), use_cuda_graphs=True, seed=seed)
 
 
 def assert_matches(expected, prompt: list[int], tokens: list[int]) -> None:
@@ -234,11 +221,8 @@ def test_several_prompts_packed_into_one_prefill_equal_generate(random_model, pr
 # -- batched decoding
 
 
-@pytest.mark.parametrize("row_wise_max_batch", [0, 4], ids=["batched", "row-by-row"])
-def test_rows_at_different_positions_decode_together(
-    random_model, prompts, expected, row_wise_max_batch
-):
-    runner = new_runner(random_model, row_wise_max_batch=row_wise_max_batch)
+def test_rows_at_different_positions_decode_together(random_model, prompts, expected):
+    runner = new_runner(random_model)
     driver = Driver(runner)
     driver.start(0, prompts[1])
     driver.step(2)
