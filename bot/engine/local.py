@@ -514,6 +514,10 @@ class LocalEngine:
                 self._by_id[request_id] = self._new_sequence(
                     request_id, request, stream, submitted_at
                 )
+            elif kind == "cancel":
+                seq = self._by_id.get(payload)  # type: ignore[arg-type]
+                if seq is not None:
+                    self._end(seq, FinishReason.CANCELLED)
         for seq in list(self._by_id.values()):
             if seq.finish is None:
                 seq.error = seq.error or error
