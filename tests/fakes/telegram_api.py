@@ -6,6 +6,9 @@ Usage::
         app = Application.builder().token(tg.token).base_url(tg.base_url).build()
         tg.push_text(42, "hello")                      # a user writes to the bot
         await tg.wait_for(lambda: tg.chat(42).texts)   # until the bot has answered
+
+A bot on a webhook (setWebhook) gets its updates POSTed instead: ``await
+tg.push_webhook_update(42, "hello")``; getUpdates is refused meanwhile, as on Telegram.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from .telegram_faults import ANY_METHOD, Fault, FaultQueue, FloodControl, FloodLimits
@@ -35,8 +39,20 @@ from .telegram_state import (
     FakeChat,
     message_to_api,
 )
+from .telegram_webhook import (
+    TERMINATED_BY_SET_WEBHOOK,
+    WEBHOOK_ACTIVE,
+    Secret,
+    SecretChoice,
+    Webhook,
+    WebhookDelivery,
+    no_webhook_info,
+    post_update,
+    record_outcome,
+    webhook_from_params,
+)
 
-__all__ = ["ANY_METHOD", "DEFAULT_TOKEN", "FakeTelegram", "FloodLimits"]
+__all__ = ["ANY_METHOD", "DEFAULT_TOKEN", "FakeTelegram", "FloodLimits", "Secret"]
 
 T = TypeVar("T")
 
@@ -78,6 +94,9 @@ class FakeTelegram:
         self.updates: list[dict[str, Any]] = []  # every update ever pushed
         self.callback_queries: dict[str, CallbackQueryState] = {}
         self.num_waiting_polls = 0  # getUpdates requests being held right now
+        self.webhook: Webhook | None = None  # set by setWebhook, removed by deleteWebhook
+        self.webhook_deliveries: list[WebhookDelivery] = []  # every POST to a webhook
+        self._webhook_session: aiohttp.ClientSession | None = None
         self._pending: list[dict[str, Any]] = []  # updates not yet confirmed by an offset
         self._update_ids = itertools.count(first_update_id)
         self._query_ids = itertools.count(4_382_000_000_000_001)
@@ -94,6 +113,7 @@ class FakeTelegram:
         handlers: dict[str, Handler] = {
             **self.methods.handlers(),
             "getUpdates": self._get_updates,
+            "setWebhook": self._set_webhook,
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
         }
@@ -133,6 +153,9 @@ class FakeTelegram:
         """Answer held long polls and stop listening."""
         self._is_closing = True
         self._wake_pollers()
+        if self._webhook_session is not None:
+            await self._webhook_session.close()
+            self._webhook_session = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -324,9 +347,46 @@ class FakeTelegram:
         self._push_update({"callback_query": query})
         return query_id
 
+    async def push_webhook_update(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int | None = None,
+        secret_token: SecretChoice = Secret.REGISTERED,
+        url: str | None = None,
+    ) -> WebhookDelivery:
+        """A user sends text and Telegram POSTs the Update to the webhook; returns how it went.
+
+        The body is the Update getUpdates would return; the X-Telegram-Bot-Api-Secret-Token
+        header carries the secret set with setWebhook, or `secret_token` (None: no header).
+        `url` defaults to the webhook's. An update the bot did not take (no 2xx answer) stays
+        pending and shows in getWebhookInfo's last_error_message, as on Telegram.
+        """
+        webhook = self.webhook
+        if url is None:
+            if webhook is None:
+                raise RuntimeError("no webhook is set: the bot has not called setWebhook")
+            url = webhook.url
+        if secret_token is Secret.REGISTERED:
+            secret_token = webhook.secret_token if webhook is not None else None
+        payload = self._new_message(chat_id, user_id, text, [], None, {})
+        update = self._new_update({"message": payload})
+        if self._webhook_session is None:
+            # One session, like Telegram's few kept-alive connections to a webhook.
+            self._webhook_session = aiohttp.ClientSession()
+        delivery = await post_update(self._webhook_session, url, update, secret_token)
+        self.webhook_deliveries.append(delivery)
+        if webhook is not None:
+            record_outcome(webhook, delivery)
+        if not delivery.is_ok:
+            self._pending.append(update)  # Telegram keeps it and tries again later
+        self._notify()
+        return delivery
+
     @property
     def pending_updates(self) -> list[dict[str, Any]]:
-        """Updates not yet confirmed by a getUpdates offset."""
+        """Updates not yet confirmed by a getUpdates offset nor taken by the webhook."""
         return list(self._pending)
 
     def _push_message(
@@ -338,6 +398,20 @@ class FakeTelegram:
         reply_to: int | None,
         extra: dict[str, Any],
     ) -> dict[str, Any]:
+        payload = self._new_message(chat_id, user_id, text, entities, reply_to, extra)
+        self._push_update({"message": payload})
+        return payload
+
+    def _new_message(
+        self,
+        chat_id: int,
+        user_id: int | None,
+        text: str | None,
+        entities: list[dict[str, Any]],
+        reply_to: int | None,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A user's message, now in the chat; returns the Bot API Message object."""
         chat = self.add_chat(chat_id)
         if reply_to is not None and reply_to not in chat.messages:
             raise ValueError(f"chat {chat_id} has no message {reply_to} to reply to")
@@ -353,9 +427,7 @@ class FakeTelegram:
             extra=extra,
         )
         chat.messages[message.message_id] = message
-        payload = message_to_api(chat, message)
-        self._push_update({"message": payload})
-        return payload
+        return message_to_api(chat, message)
 
     def _sender(self, chat: FakeChat, user_id: int | None) -> dict[str, Any]:
         if chat.type == "private":
@@ -365,11 +437,15 @@ class FakeTelegram:
         return self.add_user(user_id or DEFAULT_GROUP_USER_ID)
 
     def _push_update(self, body: dict[str, Any]) -> dict[str, Any]:
-        update = {"update_id": next(self._update_ids), **body}
-        self.updates.append(update)
+        update = self._new_update(body)
         self._pending.append(update)
         self._wake_pollers()
         self._notify()
+        return update
+
+    def _new_update(self, body: dict[str, Any]) -> dict[str, Any]:
+        update = {"update_id": next(self._update_ids), **body}
+        self.updates.append(update)
         return update
 
     # ----------------------------------------------------------------- faults
@@ -574,6 +650,8 @@ class FakeTelegram:
     # ----------------------------------------------------------------- Bot API methods
 
     async def _get_updates(self, params: Params) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise ApiError(409, WEBHOOK_ACTIVE)
         offset = params.get("offset")
         if offset:
             self._confirm(offset)
@@ -592,6 +670,8 @@ class FakeTelegram:
             while True:
                 if generation != self._poll_generation:
                     raise ApiError(409, GET_UPDATES_CONFLICT)
+                if self.webhook is not None:
+                    raise ApiError(409, TERMINATED_BY_SET_WEBHOOK)
                 ready = [u for u in self._pending if allowed is None or _update_type(u) in allowed]
                 remaining = deadline - loop.time()
                 if ready or self._is_closing or remaining <= 0:
@@ -610,17 +690,24 @@ class FakeTelegram:
         else:
             self._pending = [u for u in self._pending if u["update_id"] >= offset]
 
+    async def _set_webhook(self, params: Params) -> bool:
+        webhook = webhook_from_params(params)  # None: an empty url removes the webhook
+        if params.get("drop_pending_updates"):
+            self._pending.clear()
+        self.webhook = webhook
+        self._wake_pollers()  # a held getUpdates ends: "terminated by setWebhook request"
+        return True
+
     async def _delete_webhook(self, params: Params) -> bool:
         if params.get("drop_pending_updates"):
             self._pending.clear()
+        self.webhook = None
         return True
 
     async def _get_webhook_info(self, params: Params) -> dict[str, Any]:
-        return {
-            "url": "",
-            "has_custom_certificate": False,
-            "pending_update_count": len(self._pending),
-        }
+        if self.webhook is None:
+            return no_webhook_info(len(self._pending))
+        return self.webhook.to_api(len(self._pending))
 
 
 # --------------------------------------------------------------------- helpers

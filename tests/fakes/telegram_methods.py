@@ -57,6 +57,7 @@ _INT_PARAMS = frozenset(
         "cache_time",
         "reply_to_message_id",
         "user_id",
+        "max_connections",
     }
 )
 _FLOAT_PARAMS = frozenset({"timeout"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dtm
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -510,3 +511,89 @@ async def test_button_press_reaches_the_application(tg: FakeTelegram) -> None:
     assert errors == []
     assert tg.callback_queries[query_id].answer == {"text": "You chose yes"}
     assert message.reply_markup is None
+
+
+# ----------------------------------------------------------------- webhooks
+
+HOOK_SECRET = "s3cret_Token-42"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_webhook_methods_behave_like_telegram(bot: Bot, tg: FakeTelegram) -> None:
+    url = "https://bot.example.org/hook"
+    assert await bot.set_webhook(url, secret_token=HOOK_SECRET, allowed_updates=["message"])
+    assert tg.webhook is not None and tg.webhook.secret_token == HOOK_SECRET
+    tg.push_text(PRIVATE, "queued while the webhook is set")
+    info = await bot.get_webhook_info()
+    assert (info.url, info.pending_update_count, info.max_connections) == (url, 1, 40)
+    assert info.allowed_updates == ("message",)
+    assert HOOK_SECRET not in str(tg.calls_of("getWebhookInfo")[0].result)
+    with pytest.raises(Conflict, match="can't use getUpdates method while webhook is active"):
+        await bot.get_updates(timeout=0)
+    with pytest.raises(BadRequest, match="unallowed characters"):
+        await bot.set_webhook(url, secret_token="base64+/=")
+    with pytest.raises(BadRequest, match=r"(?i)https url must be provided"):
+        await bot.set_webhook("ftp://bot.example.org/hook")
+    assert tg.webhook.url == url  # a refused setWebhook changes nothing
+    assert await bot.delete_webhook()
+    assert tg.webhook is None
+    assert (await bot.get_webhook_info()).url == ""
+    updates = await bot.get_updates(timeout=0)
+    assert [u.message.text for u in updates] == ["queued while the webhook is set"]
+
+
+async def test_set_webhook_ends_a_held_long_poll(tg: FakeTelegram) -> None:
+    async with (
+        Bot(tg.token, base_url=tg.base_url) as poller,
+        Bot(tg.token, base_url=tg.base_url) as other,
+    ):
+        held = asyncio.create_task(poller.get_updates(timeout=5))
+        await tg.wait_for(lambda: tg.num_waiting_polls == 1)
+        assert await other.set_webhook("http://127.0.0.1:8443/hook")
+        with pytest.raises(Conflict, match="terminated by setWebhook request"):
+            await held
+
+
+async def test_application_on_a_webhook_gets_posted_updates(tg: FakeTelegram) -> None:
+    app = build_app(tg)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+
+    async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.message is not None
+        await update.message.reply_text(f"echo: {update.message.text}")
+
+    app.add_handler(MessageHandler(filters.TEXT, echo))
+    async with app:
+        assert app.updater is not None
+        await app.updater.start_webhook(
+            listen="127.0.0.1",
+            port=port,
+            url_path="hook",
+            webhook_url=url,
+            secret_token=HOOK_SECRET,
+        )
+        await app.start()
+        try:
+            assert tg.calls_of("setWebhook")[0].params["secret_token"] == HOOK_SECRET
+            refused = await tg.push_webhook_update(PRIVATE, "forged", secret_token="guess")
+            taken = await tg.push_webhook_update(PRIVATE, "ping")
+            reply = await tg.wait_for(lambda: tg.chat(PRIVATE).last_bot_message)
+        finally:
+            await app.updater.stop()
+            await app.stop()
+        after_stop = await tg.push_webhook_update(PRIVATE, "anyone there?")
+    assert (refused.status, refused.secret_token) == (403, "guess")
+    assert (taken.status, taken.secret_token, taken.url) == (200, HOOK_SECRET, url)
+    assert taken.update["message"]["text"] == "ping"
+    assert reply.text == "echo: ping"
+    assert tg.chat(PRIVATE).texts == ["echo: ping"]
+    assert (after_stop.status, after_stop.error) == (None, "Connection refused")
+    # Not taken: still pending at Telegram, and getWebhookInfo tells why.
+    assert [u["message"]["text"] for u in tg.pending_updates] == ["forged", "anyone there?"]
+    assert tg.webhook is not None and tg.webhook.last_error_message == "Connection refused"
