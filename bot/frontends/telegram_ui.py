@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -77,7 +78,10 @@ class TelegramFrontend:
         self._close_timeout = close_timeout
         self._access = Access(frozenset(settings.admins), frozenset(settings.allowed_users))
         self._me: BotIdentity | None = None
-        self._redaction = Redaction([settings.token, settings.webhook_secret], URL_LOGGERS)
+        # Without a secret anyone who learns the webhook URL could post updates as any user,
+        # admins included: with none configured, a fresh random one is registered at each start.
+        self._webhook_secret = settings.webhook_secret or secrets.token_urlsafe(32)
+        self._redaction = Redaction([settings.token, self._webhook_secret], URL_LOGGERS)
         self._redaction.install()  # before the Bot is built: it logs its URL
         self._app = self._build_application(settings)
         clock = clock or SystemClock()
@@ -188,7 +192,7 @@ class TelegramFrontend:
                 port=self._settings.webhook_port,
                 url_path=urlsplit(url).path.lstrip("/"),
                 webhook_url=url,
-                secret_token=self._settings.webhook_secret or None,
+                secret_token=self._webhook_secret,
                 allowed_updates=ALLOWED_UPDATES,
             )
         except RuntimeError as error:

@@ -57,7 +57,9 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def webhook_bot(scripted: Scripted, tokenizer: Any, tmp_path: Path) -> AsyncIterator[Bot]:
+async def webhook_bot(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path, secret: str = SECRET
+) -> AsyncIterator[Bot]:
     """The whole bot in webhook mode, listening on a free port of 127.0.0.1."""
     port = _free_port()
     telegram = {
@@ -65,7 +67,7 @@ async def webhook_bot(scripted: Scripted, tokenizer: Any, tmp_path: Path) -> Asy
         "webhook_listen": "127.0.0.1",
         "webhook_port": port,
         "webhook_url": f"http://127.0.0.1:{port}{HOOK_PATH}",
-        "webhook_secret": SECRET,
+        "webhook_secret": secret,
     }
     async with running_bot(scripted.model, tokenizer, tmp_path, telegram=telegram) as bot:
         yield bot
@@ -128,6 +130,21 @@ async def test_an_update_posted_to_the_webhook_is_answered(
     # The update came only through the webhook: the bot never polled, nothing waits at Telegram.
     assert bot.tg.calls_of("getUpdates") == []
     assert bot.tg.pending_updates == []
+
+
+async def test_without_a_configured_secret_a_random_one_guards_the_webhook(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path
+) -> None:
+    async with webhook_bot(scripted, tokenizer, tmp_path, secret="") as bot:
+        forged = await bot.tg.push_webhook_update(USER, "Forged question", secret_token=None)
+        genuine = await bot.tg.push_webhook_update(USER, "What is the answer?")  # Telegram's
+        texts = await _answered(bot, USER)
+    assert bot.tg.webhook is not None
+    registered = bot.tg.webhook.secret_token
+    assert registered and len(registered) >= 32
+    assert forged.status == 403
+    assert (genuine.status, genuine.secret_token) == (200, registered)
+    assert texts == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"]
 
 
 @pytest.mark.parametrize(
