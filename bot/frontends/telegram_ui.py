@@ -195,6 +195,11 @@ class TelegramFrontend:
                 secret_token=self._webhook_secret,
                 allowed_updates=ALLOWED_UPDATES,
             )
+        except OSError as error:  # the port is taken, or the address is not this machine's
+            raise ConfigError(
+                f"telegram.webhook_port: cannot listen on {self._settings.webhook_listen}:"
+                f"{self._settings.webhook_port}: {error.strerror or error}"
+            ) from None
         except RuntimeError as error:
             if "webhooks" not in str(error):
                 raise

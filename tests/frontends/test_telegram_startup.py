@@ -66,3 +66,24 @@ async def test_webhook_mode_without_the_extra_is_a_config_error(tmp_path: Path) 
 def test_file_url_follows_the_api_url() -> None:
     assert file_url_for("https://api.telegram.org/bot") == "https://api.telegram.org/file/bot"
     assert file_url_for("http://localhost:8081/bot") == "http://localhost:8081/file/bot"
+
+
+async def test_a_taken_webhook_port_is_a_config_error_naming_the_key() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with FakeTelegram() as tg:
+            frontend = _frontend(
+                token=tg.token,
+                base_url=tg.base_url,
+                mode="webhook",
+                webhook_url=f"http://127.0.0.1:{port}/hook",
+                webhook_listen="127.0.0.1",
+                webhook_port=port,
+            )
+            with pytest.raises(
+                ConfigError, match=rf"telegram\.webhook_port: .*127\.0\.0\.1:{port}"
+            ):
+                await frontend.start()
+            assert not frontend.application.running
