@@ -58,8 +58,12 @@ class _Client(discord.Client):
     async def on_ready(self) -> None:
         assert self.user is not None
         self._handlers.set_bot_user(self.user.id)
-        log.info("discord: connected as %s (id %d) in %d guilds",
-                 self.user.name, self.user.id, len(self.guilds))
+        log.info(
+            "discord: connected as %s (id %d) in %d guilds",
+            self.user.name,
+            self.user.id,
+            len(self.guilds),
+        )
 
     async def on_message(self, message: discord.Message) -> None:
         await self._handlers.on_message(message)

@@ -88,8 +88,9 @@ class TelegramFrontend:
         # Telegram's bot-wide limit (about 30 messages a second); waits, never pauses the bot.
         limiter = None
         if global_calls_per_second:
-            limiter = ChatPacer(clock, min_interval=0.0, max_calls=global_calls_per_second,
-                                per_seconds=1.0)
+            limiter = ChatPacer(
+                clock, min_interval=0.0, max_calls=global_calls_per_second, per_seconds=1.0
+            )
         pacers = ChatPacers(
             clock,
             min_interval=settings.edit_interval,
@@ -139,8 +140,11 @@ class TelegramFrontend:
         except BaseException:
             await self._shutdown()
             raise
-        log.info("telegram: @%s is %s", self._me.username,
-                 "polling" if self._settings.mode == "polling" else "on its webhook")
+        log.info(
+            "telegram: @%s is %s",
+            self._me.username,
+            "polling" if self._settings.mode == "polling" else "on its webhook",
+        )
 
     async def stop_receiving(self) -> None:
         """Take no new updates; answers being shown go on."""
@@ -288,9 +292,7 @@ class TelegramFrontend:
             return
         await self._commands.say(message, NOT_TEXT)
 
-    async def _on_unknown_command(
-        self, update: Update, context: ContextTypes.DEFAULT_TYPE
-    ) -> None:
+    async def _on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
         if message is None or message.text is None:
             return

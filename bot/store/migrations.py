@@ -90,9 +90,7 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
     return int(next(iter(rows))[0])
 
 
-async def migrate(
-    conn: aiosqlite.Connection, migrations: tuple[str, ...] = MIGRATIONS
-) -> int:
+async def migrate(conn: aiosqlite.Connection, migrations: tuple[str, ...] = MIGRATIONS) -> int:
     """Apply the migrations this database lacks, all in one transaction; returns the version."""
     version = await schema_version(conn)
     if version > len(migrations):

@@ -202,8 +202,16 @@ class SqliteStore:
                 " num_prompt_tokens, num_generated_tokens, first_token_seconds, total_seconds,"
                 " created_at, finished_at) VALUES (?, 'assistant', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    conversation_id, answer, reasoning, status, num_prompt_tokens,
-                    num_generated_tokens, first_token_seconds, total_seconds, now, now,
+                    conversation_id,
+                    answer,
+                    reasoning,
+                    status,
+                    num_prompt_tokens,
+                    num_generated_tokens,
+                    first_token_seconds,
+                    total_seconds,
+                    now,
+                    now,
                 ),
             )
         return MessageRecord(

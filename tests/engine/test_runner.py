@@ -369,9 +369,7 @@ def test_nucleus_sampling_draws_from_the_nucleus_in_proportion():
     rows = 4000
     logits = probs.log().expand(rows, -1).contiguous()
     generator = torch.Generator().manual_seed(0)
-    tokens = runner_module._sample(
-        logits, torch.ones(rows), torch.full((rows,), 0.9), generator
-    )
+    tokens = runner_module._sample(logits, torch.ones(rows), torch.full((rows,), 0.9), generator)
     counts = torch.bincount(tokens, minlength=4)[:4].tolist()
     assert sum(counts) == rows, "nothing is drawn from outside the nucleus"
     for count, p in zip(counts, (0.5, 0.3, 0.15, 0.0), strict=True):

@@ -116,8 +116,9 @@ def make_settings(
 
 def engine_factory(model: Any, tokenizer: Any, *, slot_tokens: int = 2048) -> Any:
     def build(settings: Settings) -> tuple[Any, LocalEngine]:
-        runner = ModelRunner(model, CacheShape(num_slots=4, slot_tokens=slot_tokens),
-                             use_cuda_graphs=False)
+        runner = ModelRunner(
+            model, CacheShape(num_slots=4, slot_tokens=slot_tokens), use_cuda_graphs=False
+        )
         return tokenizer, LocalEngine(runner, tokenizer, eos_token_ids={EOS_ID}, warm_up=False)
 
     return build
@@ -141,8 +142,9 @@ async def running_bot(
         )
         async with open_app(settings, engine_factory=engine_factory(model, tokenizer)) as app:
             options = {"poll_timeout": 1.0, "tick_interval": 1.0, **(frontend_options or {})}
-            frontend = TelegramFrontend(settings.telegram, app.service, chat=settings.chat,
-                                        **options)
+            frontend = TelegramFrontend(
+                settings.telegram, app.service, chat=settings.chat, **options
+            )
             await frontend.start()
             bot = Bot(tg, app, frontend, settings)
             try:

@@ -93,8 +93,9 @@ async def test_dm_and_mention_are_answered_without_the_content_intent(
         assert not dc.sessions[0].intents & INTENT_MESSAGE_CONTENT
         dm = await dc.inject_message(bot.alice, "hi in private")
         dm_channel = dc.dm_channel(bot.alice)
-        [dm_reply] = await dc.wait_for(lambda: [m for m in bot.bot_messages(dm_channel)
-                                                 if is_done(m)])
+        [dm_reply] = await dc.wait_for(
+            lambda: [m for m in bot.bot_messages(dm_channel) if is_done(m)]
+        )
         assert dm_reply.content == FINAL_QUOTED and dm_reply.referenced is dm
 
         channel = bot.guild.default_channel

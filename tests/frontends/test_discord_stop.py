@@ -20,9 +20,7 @@ from tests.support.models import build_scripted_model
 
 HIDDEN = {"reasoning": "hidden"}
 STOPPED = "\n\n-# (Stopped.)"
-INTERRUPTED = (
-    "\n\n-# (Interrupted: the bot is restarting. Send your message again in a moment.)"
-)
+INTERRUPTED = "\n\n-# (Interrupted: the bot is restarting. Send your message again in a moment.)"
 NUM_WORDS = 60
 
 
@@ -45,9 +43,11 @@ async def writing(dc: Any, rec: InteractionRecord, answer: str) -> MessageRecord
     """Wait until the answer shows some of its text, with the Stop button under it."""
     first_word = answer.split()[0]
     return await dc.wait_for(
-        lambda: rec.original
-        if rec.original and first_word in rec.original.content and rec.original.components
-        else None
+        lambda: (
+            rec.original
+            if rec.original and first_word in rec.original.content and rec.original.components
+            else None
+        )
     )
 
 

@@ -147,13 +147,17 @@ async def test_system_prompt_is_for_admins(
         "System prompt restored to the default.",
         "System prompt (the default):\n\nBe helpful.",
     ]
-    assert prompts == ["Be helpful.", "Be helpful.", "Answer in haiku.", "Answer in haiku.",
-                       "Be helpful.", "Be helpful."]
+    assert prompts == [
+        "Be helpful.",
+        "Be helpful.",
+        "Answer in haiku.",
+        "Answer in haiku.",
+        "Be helpful.",
+        "Be helpful.",
+    ]
 
 
-async def test_allowed_users_and_admins(
-    scripted: Scripted, tokenizer: Any, tmp_path: Path
-) -> None:
+async def test_allowed_users_and_admins(scripted: Scripted, tokenizer: Any, tmp_path: Path) -> None:
     async with running_bot(
         scripted.model, tokenizer, tmp_path, telegram={"allowed_users": (ALICE,)}
     ) as bot:

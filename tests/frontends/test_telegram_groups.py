@@ -82,9 +82,7 @@ async def test_who_gets_an_answer_in_a_group(
     assert len(tg.chat(GROUP).bot_messages) == 5
 
 
-async def test_group_pacing_and_budget(
-    scripted: Scripted, tokenizer: Any, tmp_path: Path
-) -> None:
+async def test_group_pacing_and_budget(scripted: Scripted, tokenizer: Any, tmp_path: Path) -> None:
     scripted.throttle.delay = 0.02
     async with running_bot(
         scripted.model,

@@ -8,8 +8,9 @@ from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
 from tests.render.helpers import FakeClock
 
 
-async def _call(clock: FakeClock, pacer: TelegramPacer, log: list[tuple[float, float]],
-                duration: float) -> None:
+async def _call(
+    clock: FakeClock, pacer: TelegramPacer, log: list[tuple[float, float]], duration: float
+) -> None:
     """One paced call that the server takes `duration` seconds to answer."""
     await pacer.acquire()
     async with pacer.sending():

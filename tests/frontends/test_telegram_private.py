@@ -264,8 +264,10 @@ async def test_bad_input_gets_one_line_and_nothing_is_stored(
         await bot.tg.wait_for(lambda: len(chat.texts) == 4)
         stored = await bot.stored(USER, USER)
     assert chat.texts[0].startswith("Your message is too long (51 characters; the limit is 50)")
-    assert chat.texts[1] == chat.texts[2] == (
-        "I can only read text messages. Send me your question as text."
+    assert (
+        chat.texts[1]
+        == chat.texts[2]
+        == ("I can only read text messages. Send me your question as text.")
     )
     assert chat.texts[3].startswith("Your message is empty")
     assert stored == []
@@ -281,8 +283,9 @@ async def test_bot_token_never_appears_in_logs(
         token = bot.tg.token
     messages = [record.getMessage() for record in caplog.records]
     # httpx did log the request URLs (so this test can fail), with the token blanked out.
-    assert any(REDACTED in m for m, r in zip(messages, caplog.records, strict=True)
-               if r.name == "httpx")
+    assert any(
+        REDACTED in m for m, r in zip(messages, caplog.records, strict=True) if r.name == "httpx"
+    )
     assert not [m for m in messages if token in m]
     assert token not in caplog.text
     assert token.split(":")[1] not in caplog.text
@@ -301,8 +304,9 @@ async def test_queue_position_while_the_engine_is_full(
         await bot.wait_idle()
     drafts = [d.text for user in users for d in bot.tg.chat(user).drafts]
     assert any("⏳ In queue: position 1 ▌" in text for text in drafts)
-    assert all(final_texts(bot.tg, user) == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"]
-               for user in users)
+    assert all(
+        final_texts(bot.tg, user) == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"] for user in users
+    )
     for user in users:
         assert "typing" in [a.action for a in bot.tg.chat(user).actions]
         assert_paced(bot.paced_calls(user), interval=0.2)

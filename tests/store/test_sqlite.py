@@ -238,12 +238,17 @@ async def test_a_version_1_database_is_upgraded_with_its_data(tmp_path: Path) ->
         ]
         assert old[1].reasoning == "old thoughts"
         assert (old[1].num_generated_tokens, old[1].total_seconds, old[1].finished_at) == (
-            0, None, None,
+            0,
+            None,
+            None,
         )
         assert len(await store.query_messages()) == 3  # the closed dialogue too
 
         new = await store.add_assistant_message(
-            ALICE, answer="new answer", num_generated_tokens=12, first_token_seconds=0.5,
+            ALICE,
+            answer="new answer",
+            num_generated_tokens=12,
+            first_token_seconds=0.5,
             total_seconds=2.0,
         )
         assert new.conversation_id == 2
@@ -362,4 +367,3 @@ async def test_unopenable_paths_are_clear_errors(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match=r"file/sub/bot\.db"):
         await SqliteStore.open(blocker / "sub" / "bot.db")
-
