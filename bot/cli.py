@@ -107,12 +107,20 @@ def _check(settings: Settings) -> int:
     print(f"config: {settings.source}")
     for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
         values = getattr(settings, section).__dict__
-        shown = {
-            k: ("<set>" if v else "<unset>") if k in ("token", "webhook_secret") else v
-            for k, v in values.items()
-        }
-        print(f"[{section}] " + ", ".join(f"{k}={v!r}" for k, v in shown.items()))
+        shown = ", ".join(f"{key}={_printable(key, value)!r}" for key, value in values.items())
+        print(f"[{section}] {shown}")
     return 0
+
+
+def _printable(key: str, value: object) -> object:
+    """A setting as `check` prints it: secrets only as set/unset, proxy passwords hidden."""
+    from bot.frontends.redact import hide_password
+
+    if key in ("token", "webhook_secret"):
+        return "<set>" if value else "<unset>"
+    if key == "proxy" and isinstance(value, str):
+        return hide_password(value)
+    return value
 
 
 async def _history(settings: Settings, args: argparse.Namespace) -> int:

@@ -171,7 +171,12 @@ def test_a_bad_config_value_names_the_key_and_the_file(tmp_path, section, key, v
 
 
 def test_check_never_prints_a_token(tmp_path):
-    secrets = ["123456:telegram-secret-token", "webhook-secret-value", "discord-secret-token"]
+    secrets = [
+        "123456:telegram-secret-token",
+        "webhook-secret-value",
+        "discord-secret-token",
+        "proxy-password-value",
+    ]
     config = write_config(
         tmp_path / "config.toml",
         {
@@ -182,6 +187,7 @@ def test_check_never_prints_a_token(tmp_path):
                 "mode": "webhook",
                 "webhook_url": "https://bot.example/hook",
                 "webhook_secret": secrets[1],
+                "proxy": f"http://alice:{secrets[3]}@proxy.example:3128",
             },
         },
     )
@@ -194,6 +200,7 @@ def test_check_never_prints_a_token(tmp_path):
     assert "[telegram] enabled=True, token='<set>'" in output
     assert "[discord] enabled=True, token='<set>'" in output  # enabled by the env token
     assert "webhook_secret='<set>'" in output
+    assert "proxy='http://alice:<redacted>@proxy.example:3128'" in output
 
 
 def test_a_secret_in_a_bad_value_is_not_echoed(tmp_path):

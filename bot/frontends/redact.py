@@ -1,11 +1,26 @@
-"""A logging filter that blanks secrets (bot tokens) out of log records."""
+"""Keeping secrets (bot tokens, proxy passwords) out of logs and printed settings."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 REDACTED = "<redacted>"
+
+
+def url_password(url: str) -> str:
+    """The password in a URL's user info (proxy URLs carry one), or ''."""
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
+
+
+def hide_password(url: str) -> str:
+    """`url` with the password of its user info, if any, replaced by REDACTED."""
+    password = url_password(url)
+    return url.replace(f":{password}@", f":{REDACTED}@", 1) if password else url
 
 
 class SecretFilter(logging.Filter):

@@ -21,7 +21,7 @@ from telegram.ext import (
 
 from bot.chat.service import ChatService
 from bot.config import ChatSettings, ConfigError, TelegramSettings
-from bot.frontends.redact import Redaction
+from bot.frontends.redact import Redaction, url_password
 from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
 from bot.frontends.telegram_commands import (
     NOT_ALLOWED,
@@ -81,7 +81,9 @@ class TelegramFrontend:
         # Without a secret anyone who learns the webhook URL could post updates as any user,
         # admins included: with none configured, a fresh random one is registered at each start.
         self._webhook_secret = settings.webhook_secret or secrets.token_urlsafe(32)
-        self._redaction = Redaction([settings.token, self._webhook_secret], URL_LOGGERS)
+        self._redaction = Redaction(
+            [settings.token, self._webhook_secret, url_password(settings.proxy)], URL_LOGGERS
+        )
         self._redaction.install()  # before the Bot is built: it logs its URL
         self._app = self._build_application(settings)
         clock = clock or SystemClock()
