@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bot.chat.prompt import PromptBuilder
@@ -64,6 +65,22 @@ async def open_app(
     settings: Settings, *, engine_factory: EngineFactory = build_local_engine
 ) -> AsyncIterator[App]:
     """Open the store, load and start the engine, and build the chat service."""
+    database = Path(settings.storage.path)
+    is_new_database = not database.exists()
+    try:
+        async with _open_app(settings, engine_factory) as app:
+            is_new_database = False  # ready: from here on the file is the bot's
+            yield app
+    except BaseException:
+        # A start that failed (no weights, no GPU) leaves no empty database behind.
+        if is_new_database:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                database.with_name(database.name + suffix).unlink(missing_ok=True)
+        raise
+
+
+@asynccontextmanager
+async def _open_app(settings: Settings, engine_factory: EngineFactory) -> AsyncIterator[App]:
     # The store first: a bad database path fails in a second, not after a minute of loading.
     async with SqliteStore.open(settings.storage.path) as store:
         tokenizer, engine = await asyncio.to_thread(engine_factory, settings)

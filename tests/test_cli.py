@@ -150,6 +150,7 @@ def test_console_with_a_bad_model_folder_fails_in_one_sentence(tmp_path, tokeniz
     line = assert_one_sentence_error(run_bot("console", "--config", str(config)))
     assert f"[model] path {str(model)!r}" in line
     assert ("no such folder" if folder == "missing" else "not a model folder") in line
+    assert not list(tmp_path.glob("bot.db*")), "a failed start leaves no empty database"
 
 
 @pytest.mark.parametrize(
