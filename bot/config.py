@@ -87,7 +87,7 @@ class TelegramSettings:
     enabled: bool = False
     token: str = field(default="", repr=False)  # a secret: never in logs or reprs
     base_url: str = "https://api.telegram.org/bot"
-    proxy: str = ""
+    proxy: str = field(default="", repr=False)  # may carry a password
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()  # empty = everyone
     edit_interval: float = field(default=1.0, metadata=_check("positive"))
@@ -104,7 +104,7 @@ class DiscordSettings:
     enabled: bool = False
     token: str = field(default="", repr=False)  # a secret: never in logs or reprs
     api_base: str = "https://discord.com/api/v10"
-    proxy: str = ""
+    proxy: str = field(default="", repr=False)  # may carry a password
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()  # empty = everyone
     edit_interval: float = field(default=1.0, metadata=_check("positive"))

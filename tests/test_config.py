@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, DiscordSettings, Settings, TelegramSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,3 +104,9 @@ def test_secrets_never_appear_in_errors_or_repr(tmp_path):
 def test_integers_are_accepted_for_float_keys(tmp_path):
     settings = load_settings(write(tmp_path, "[generation]\ntemperature = 1\n"), env={})
     assert settings.generation.temperature == 1.0
+
+
+def test_a_proxy_password_is_not_in_the_settings_repr():
+    settings = TelegramSettings(proxy="http://alice:hunter2-secret@proxy.example:3128")
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in repr(DiscordSettings(proxy=settings.proxy))
