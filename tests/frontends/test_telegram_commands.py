@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,6 @@ BOB = 502
 @pytest.fixture(scope="module")
 def scripted(tokenizer: Any) -> Scripted:
     return build_scripted(tokenizer, num_reasoning_words=10, answer=ANSWER)
-
-
-@pytest.fixture(autouse=True)
-def _defaults(scripted: Scripted, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    yield
-    scripted.throttle.delay = 0.0
 
 
 async def _replies(bot: Bot, chat_id: int, count: int) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,6 @@ def scripted(tokenizer: Any) -> Scripted:
     words = distinct_word_ids(tokenizer, 440, min_length=9)  # few tokens: a fast test
     # Hidden size 128 (not 256): the model's step is mostly its lm_head, 152064 x hidden.
     return build_scripted(tokenizer, num_reasoning_words=5, answer=words, hidden_size=128)
-
-
-@pytest.fixture(autouse=True)
-def _defaults(scripted: Scripted, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    yield
-    scripted.throttle.delay = 0.0
 
 
 @pytest.mark.slow  # the tiny model writes about 450 tokens on the CPU: 6-8 s

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,6 @@ OTHER = 43
 def scripted(tokenizer: Any) -> Scripted:
     """40 words of reasoning, then a short Markdown answer."""
     return build_scripted(tokenizer, num_reasoning_words=40, answer=ANSWER)
-
-
-@pytest.fixture(autouse=True)
-def _defaults(scripted: Scripted, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # PTB 22 warns on every RetryAfter unless it may give retry_after as a timedelta.
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    yield
-    scripted.throttle.delay = 0.0
 
 
 async def _answered(bot: Bot, chat_id: int, count: int = 1) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,6 @@ PASSWORD = "pr0xy-Passw0rd-7q"  # distinctive: a hit in the logs is no coinciden
 @pytest.fixture(scope="module")
 def scripted(tokenizer: Any) -> Scripted:
     return build_scripted(tokenizer, num_reasoning_words=40, answer=ANSWER)
-
-
-@pytest.fixture(autouse=True)
-def _defaults(scripted: Scripted, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    yield
-    scripted.throttle.delay = 0.0
 
 
 def _frontend(tg: FakeTelegram, proxy: str) -> TelegramFrontend:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +40,6 @@ CLOSE_LIMIT_S = 5.0  # stopping must not wait for the model or a connection
 def scripted(tokenizer: Any) -> Scripted:
     """40 words of reasoning, then a short Markdown answer."""
     return build_scripted(tokenizer, num_reasoning_words=40, answer=ANSWER)
-
-
-@pytest.fixture(autouse=True)
-def _defaults(scripted: Scripted, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # PTB 22 warns on every RetryAfter unless it may give retry_after as a timedelta.
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    yield
-    scripted.throttle.delay = 0.0
 
 
 def _free_port() -> int:
