@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -223,9 +224,9 @@ class LocalEngine:
                 log.info("engine warm-up (CUDA graph capture) took %.1f s", seconds)
         except Exception as exc:
             log.exception("engine warm-up failed")
-            self._signal_ready(EngineError(f"engine warm-up failed: {exc}"))
+            self._settle(self._ready, EngineError(f"engine warm-up failed: {exc}"))
             return
-        self._signal_ready(None)
+        self._settle(self._ready, None)
         reason, error = FinishReason.SHUTDOWN, None
         try:
             self._serve()
@@ -235,34 +236,25 @@ class LocalEngine:
             # them forever, and end the ones in hand.
             log.critical("engine worker crashed; no more requests can be served", exc_info=True)
             reason, error = FinishReason.ERROR, "the engine stopped after an internal error"
-            self._signal_broken(error)
+            self._settle(self._broken, error)
         finally:
             with self._pending_lock:
                 self._refusal = self._refusal or error or "the engine is shutting down"
             self._end_everything(reason, error)
             self._flush_outbox()
 
-    def _signal_ready(self, error: Exception | None) -> None:
-        assert self._loop is not None and self._ready is not None
-        ready = self._ready
+    def _settle(self, future: asyncio.Future[Any] | None, result: object) -> None:
+        """From the worker thread: give `future` its result (an exception is raised to its
+        awaiter), unless it has one already."""
+        assert self._loop is not None and future is not None
 
         def settle() -> None:
-            if ready.done():
+            if future.done():
                 return
-            if error is None:
-                ready.set_result(None)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
             else:
-                ready.set_exception(error)
-
-        self._loop.call_soon_threadsafe(settle)
-
-    def _signal_broken(self, reason: str) -> None:
-        assert self._loop is not None and self._broken is not None
-        broken = self._broken
-
-        def settle() -> None:
-            if not broken.done():
-                broken.set_result(reason)
+                future.set_result(result)
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(settle)
@@ -299,25 +291,20 @@ class LocalEngine:
             self._stopping = True
         elif kind == "submit":
             request_id, request, stream, submitted_at = payload  # type: ignore[misc]
-            seq = self._new_sequence(request_id, request, stream, submitted_at)
+            seq = _Sequence(
+                request_id=request_id,
+                request=request,
+                stream=stream,
+                submitted_at=submitted_at,
+                detokenizer=IncrementalDetokenizer(self._tokenizer),
+                stops=StopMatcher(request.params.stop),
+            )
             self._by_id[request_id] = seq
             self._waiting.append(seq)
         elif kind == "cancel":
             seq = self._by_id.get(payload)  # type: ignore[arg-type]
             if seq is not None:
                 self._finish(seq, FinishReason.CANCELLED)
-
-    def _new_sequence(
-        self, request_id: int, request: GenerationRequest, stream: _Stream, submitted_at: float
-    ) -> _Sequence:
-        return _Sequence(
-            request_id=request_id,
-            request=request,
-            stream=stream,
-            submitted_at=submitted_at,
-            detokenizer=IncrementalDetokenizer(self._tokenizer),
-            stops=StopMatcher(request.params.stop),
-        )
 
     def _expire(self, now: float) -> None:
         for seq in [*self._waiting, *self._slots]:
@@ -510,10 +497,7 @@ class LocalEngine:
             except queue.Empty:
                 break
             if kind == "submit":
-                request_id, request, stream, submitted_at = payload  # type: ignore[misc]
-                self._by_id[request_id] = self._new_sequence(
-                    request_id, request, stream, submitted_at
-                )
+                self._handle_message(kind, payload)  # only queues it: it ends below
             elif kind == "cancel":
                 seq = self._by_id.get(payload)  # type: ignore[arg-type]
                 if seq is not None:
