@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 TOKEN_ENV = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
@@ -24,6 +25,18 @@ def _check(predicate: str) -> dict[str, str]:
     return {"rule": predicate}
 
 
+def _is_proxy_url(value: str, schemes: tuple[str, ...]) -> bool:
+    """Empty, or scheme://[user:password@]host[:port] with one of `schemes` and a valid port."""
+    if not value:
+        return True
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 -- raises ValueError for a port that is not 1-65535
+    except ValueError:
+        return False
+    return url.scheme in schemes and bool(url.hostname)
+
+
 _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "positive": (lambda v: v > 0, "must be greater than 0"),
     "non_negative": (lambda v: v >= 0, "must be 0 or more"),
@@ -32,6 +45,17 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "non_empty": (lambda v: len(v) > 0, "must not be empty"),
     "stop_strings": (lambda v: all(s for s in v), "must not contain empty strings"),
     "port": (lambda v: 0 < v < 65536, "must be a TCP port (1-65535)"),
+    # httpx (Telegram) speaks HTTP and SOCKS to a proxy; aiohttp (Discord) only HTTP, and would
+    # speak it to a socks5:// proxy too. Both echo a malformed URL, password included, in
+    # their errors: checked here, the error names the key and leaves the value out.
+    "proxy": (
+        lambda v: _is_proxy_url(v, ("http", "https", "socks5", "socks5h", "socks4")),
+        "must be a proxy URL: http|https|socks5://[user:password@]host:port",
+    ),
+    "http_proxy": (
+        lambda v: _is_proxy_url(v, ("http", "https")),
+        "must be an HTTP proxy URL: http://[user:password@]host:port",
+    ),
 }
 
 
@@ -87,7 +111,8 @@ class TelegramSettings:
     enabled: bool = False
     token: str = field(default="", repr=False)  # a secret: never in logs or reprs
     base_url: str = "https://api.telegram.org/bot"
-    proxy: str = field(default="", repr=False)  # may carry a password
+    # A proxy URL may carry a password: out of reprs, like the token.
+    proxy: str = field(default="", repr=False, metadata=_check("proxy"))
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()  # empty = everyone
     edit_interval: float = field(default=1.0, metadata=_check("positive"))
@@ -104,7 +129,8 @@ class DiscordSettings:
     enabled: bool = False
     token: str = field(default="", repr=False)  # a secret: never in logs or reprs
     api_base: str = "https://discord.com/api/v10"
-    proxy: str = field(default="", repr=False)  # may carry a password
+    # A proxy URL may carry a password: out of reprs, like the token.
+    proxy: str = field(default="", repr=False, metadata=_check("http_proxy"))
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()  # empty = everyone
     edit_interval: float = field(default=1.0, metadata=_check("positive"))
@@ -256,7 +282,7 @@ def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
 
 def _show(key: str, value: Any) -> str:
     """A value for an error message; secrets are never echoed."""
-    if key.endswith(("token", "secret")):
+    if key.endswith(("token", "secret", "proxy")):  # a proxy URL may carry a password
         return "<hidden>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -110,3 +110,48 @@ def test_a_proxy_password_is_not_in_the_settings_repr():
     settings = TelegramSettings(proxy="http://alice:hunter2-secret@proxy.example:3128")
     assert "hunter2-secret" not in repr(settings)
     assert "hunter2-secret" not in repr(DiscordSettings(proxy=settings.proxy))
+
+
+PROXY_PASSWORD = "proxy-pass-7q"
+
+
+@pytest.mark.parametrize(
+    ("section", "proxy"),
+    [
+        ("telegram", f"http://alice:{PROXY_PASSWORD}@127.0.0.1:notaport"),
+        ("telegram", f"http://alice:{PROXY_PASSWORD}@[::1"),
+        ("telegram", f"ftp://alice:{PROXY_PASSWORD}@127.0.0.1:21"),
+        ("discord", f"http://alice:{PROXY_PASSWORD}@127.0.0.1:notaport"),
+        ("discord", f"http://alice:{PROXY_PASSWORD}@[::1"),
+        ("discord", f"alice:{PROXY_PASSWORD}@127.0.0.1:3128"),  # no scheme
+        ("discord", f"socks5://alice:{PROXY_PASSWORD}@127.0.0.1:1080"),  # aiohttp: HTTP only
+    ],
+    ids=[
+        "telegram-bad-port",
+        "telegram-bad-host",
+        "telegram-bad-scheme",
+        "discord-bad-port",
+        "discord-bad-host",
+        "discord-no-scheme",
+        "discord-socks",
+    ],
+)
+def test_a_malformed_proxy_url_names_the_key_without_its_password(tmp_path, section, proxy):
+    # httpx and aiohttp would echo the whole URL, password included, in their own errors.
+    path = write(tmp_path, f'[{section}]\nproxy = "{proxy}"\n')
+    with pytest.raises(ConfigError, match=rf"config\.toml: {section}\.proxy must be") as failed:
+        load_settings(path, env={})
+    assert PROXY_PASSWORD not in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "proxy"),
+    [
+        ("telegram", "socks5://alice:pw@127.0.0.1:1080"),
+        ("telegram", "http://127.0.0.1:3128"),
+        ("discord", "https://alice:pw@proxy.example"),
+    ],
+)
+def test_a_well_formed_proxy_url_is_accepted(tmp_path, section, proxy):
+    settings = load_settings(write(tmp_path, f'[{section}]\nproxy = "{proxy}"\n'), env={})
+    assert getattr(settings, section).proxy == proxy

@@ -8,8 +8,6 @@ from typing import Any
 import aiohttp
 import yarl
 
-from bot.config import ConfigError
-
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 
 
@@ -75,23 +73,6 @@ async def connector_for(
 ) -> RedirectConnector:
     """A connector for `discord.Client(connector=...)` pointing REST and gateway at api_base."""
     return RedirectConnector(api_base, await fetch_gateway_url(api_base, token, proxy=proxy))
-
-
-def checked_proxy(proxy: str) -> str | None:
-    """`[discord] proxy` for aiohttp, or None; refused here, since aiohttp's own error for a
-    malformed URL (InvalidURL) repeats the whole URL, its password included."""
-    if not proxy:
-        return None
-    try:
-        url = yarl.URL(proxy)
-    except ValueError as exc:  # yarl's text names the fault, not the URL
-        raise ConfigError(f"[discord] proxy is not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        # aiohttp would speak HTTP to a socks5:// proxy, and fail obscurely.
-        raise ConfigError(
-            "[discord] proxy must be an HTTP proxy URL: http://[user:password@]host:port"
-        )
-    return proxy
 
 
 def is_default_api_base(api_base: str) -> bool:

@@ -13,7 +13,7 @@ from bot.chat.service import ChatService
 from bot.config import ChatSettings, DiscordSettings
 from bot.frontends.discord_access import AccessPolicy
 from bot.frontends.discord_commands import DiscordHandlers
-from bot.frontends.discord_connect import checked_proxy, connector_for, is_default_api_base
+from bot.frontends.discord_connect import connector_for, is_default_api_base
 from bot.frontends.discord_controls import StopButton
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
@@ -116,7 +116,7 @@ class DiscordFrontend:
     async def start(self) -> None:
         """Log in, sync the slash commands, connect to the gateway; returns once ready."""
         settings = self._settings
-        proxy = checked_proxy(settings.proxy)
+        proxy = settings.proxy or None  # validated by the config loader
         connector = None
         if not is_default_api_base(settings.api_base):
             # A plain Client would connect to Discord's own gateway: ask api_base for its own.

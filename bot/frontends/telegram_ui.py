@@ -7,7 +7,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
-import httpx
 from telegram import BotCommandScopeAllGroupChats, BotCommandScopeDefault, Message, Update, User
 from telegram.constants import ChatType, MessageEntityType
 from telegram.error import InvalidToken, NetworkError, TelegramError
@@ -22,7 +21,7 @@ from telegram.ext import (
 
 from bot.chat.service import ChatService
 from bot.config import ChatSettings, ConfigError, TelegramSettings
-from bot.frontends.redact import REDACTED, Redaction, url_password
+from bot.frontends.redact import Redaction, url_password
 from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
 from bot.frontends.telegram_commands import (
     NOT_ALLOWED,
@@ -86,11 +85,7 @@ class TelegramFrontend:
             [settings.token, self._webhook_secret, url_password(settings.proxy)], URL_LOGGERS
         )
         self._redaction.install()  # before the Bot is built: it logs its URL
-        try:
-            self._app = self._build_application(settings)
-        except ConfigError:
-            self._redaction.remove()
-            raise
+        self._app = self._build_application(settings)
         clock = clock or SystemClock()
         # Telegram's bot-wide limit (about 30 messages a second); waits, never pauses the bot.
         limiter = None
@@ -240,15 +235,9 @@ class TelegramFrontend:
             .connection_pool_size(512)
             .pool_timeout(10.0)
         )
-        if not settings.proxy:
-            return builder.build()
-        builder = builder.proxy(settings.proxy).get_updates_proxy(settings.proxy)
-        try:
-            return builder.build()  # httpx parses the proxy URL here
-        except (httpx.InvalidURL, ValueError) as error:  # e.g. "Invalid port: 'x'"
-            password = url_password(settings.proxy)
-            message = str(error).replace(password, REDACTED) if password else str(error)
-            raise ConfigError(f"[telegram] proxy: {message}") from None
+        if settings.proxy:  # validated by the config loader
+            builder = builder.proxy(settings.proxy).get_updates_proxy(settings.proxy)
+        return builder.build()
 
     def _add_handlers(self) -> None:
         new_message = filters.UpdateType.MESSAGE

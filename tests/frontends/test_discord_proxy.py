@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from bot.config import ChatSettings, ConfigError, DiscordSettings
+from bot.config import ChatSettings, DiscordSettings
 from bot.frontends.discord_connect import GatewayLookupFailed
 from bot.frontends.discord_ui import DiscordFrontend
 from tests.fakes.discord_api import GATEWAY_PATH, FakeDiscord
@@ -99,25 +99,3 @@ async def test_refused_proxy_credentials_fail_start_up_without_showing_them(
         assert dc.calls == []  # nothing went around the proxy
     assert [r.status for r in proxy.records] == [407]
     assert PASSWORD not in str(failed.value) and PASSWORD not in caplog.text
-
-
-@pytest.mark.parametrize(
-    "proxy",
-    [
-        f"http://{PROXY_USER}:{PASSWORD}@127.0.0.1:notaport",  # aiohttp: InvalidURL(the URL)
-        f"http://{PROXY_USER}:{PASSWORD}@[::1",
-        f"{PROXY_USER}:{PASSWORD}@127.0.0.1:3128",  # no scheme
-        f"socks5://{PROXY_USER}:{PASSWORD}@127.0.0.1:1080",  # aiohttp would speak HTTP to it
-    ],
-    ids=["bad-port", "bad-host", "no-scheme", "socks"],
-)
-async def test_a_malformed_proxy_url_is_a_config_error_without_its_password(proxy: str) -> None:
-    async with FakeDiscord() as dc:
-        settings = DiscordSettings(enabled=True, token=dc.token, api_base=dc.api_base, proxy=proxy)
-        service: Any = None
-        frontend = DiscordFrontend(settings, service, chat=ChatSettings())
-        with pytest.raises(ConfigError, match=r"^\[discord\] proxy ") as failed:
-            await frontend.start()
-        await frontend.close()
-        assert dc.calls == []
-    assert PASSWORD not in str(failed.value) and failed.value.__cause__ is None

@@ -13,7 +13,7 @@ import pytest
 from bot.config import ChatSettings, ConfigError, TelegramSettings
 from bot.frontends.telegram_ui import TelegramFrontend
 from tests.fakes.http_proxy import HttpProxy
-from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
+from tests.fakes.telegram_api import FakeTelegram
 from tests.frontends.telegram_harness import (
     ANSWER,
     ANSWER_SHOWN,
@@ -115,21 +115,3 @@ async def test_refused_proxy_credentials_fail_start_up_in_one_line(
     ]
     assert failed.value.__cause__ is None and failed.value.__suppress_context__
     assert PASSWORD not in str(failed.value) and PASSWORD not in caplog.text
-
-
-@pytest.mark.parametrize(
-    "proxy",
-    [
-        f"http://{PROXY_USER}:{PASSWORD}@127.0.0.1:notaport",
-        f"http://{PROXY_USER}:{PASSWORD}@[::1",
-        f"ftp://{PROXY_USER}:{PASSWORD}@127.0.0.1:21",
-    ],
-    ids=["bad-port", "bad-host", "bad-scheme"],
-)
-def test_a_malformed_proxy_url_is_a_config_error_without_its_password(proxy: str) -> None:
-    # httpx refuses it while the Application is built: one line, not a traceback.
-    settings = TelegramSettings(enabled=True, token=DEFAULT_TOKEN, proxy=proxy)
-    service: Any = None
-    with pytest.raises(ConfigError, match=r"^\[telegram\] proxy: ") as failed:
-        TelegramFrontend(settings, service, chat=ChatSettings())
-    assert PASSWORD not in str(failed.value) and failed.value.__cause__ is None
