@@ -23,9 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_throughput import build_random_checkpoint, random_prompts
+from engine_throughput import checkpoint_settings, random_prompts
 
-from bot.config import ModelSettings
 from bot.engine.loading import load_model
 from bot.engine.runner import CacheShape, ModelRunner, PrefillChunk
 
@@ -112,16 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    if not (args.checkpoint / "config.json").exists():
-        build_random_checkpoint(args.fixture, args.checkpoint)
-    model = load_model(
-        ModelSettings(
-            path=str(args.checkpoint),
-            quantization=args.quantization,
-            device="cuda",
-            local_files_only=True,
-        )
-    )
+    model = load_model(checkpoint_settings(args.fixture, args.checkpoint, args.quantization))
     runner = ModelRunner(model, CacheShape(args.batch, 1024))
     fill(runner, args.batch)
     report: dict = {"quantization": args.quantization, "gpu": torch.cuda.get_device_name(0)}

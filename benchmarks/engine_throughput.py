@@ -59,6 +59,15 @@ def random_prompts(count: int, length: int, seed: int) -> list[list[int]]:
     return torch.randint(1000, 150000, (count, length), generator=generator).tolist()
 
 
+def checkpoint_settings(fixture: Path, checkpoint: Path, quantization: str) -> ModelSettings:
+    """How the bot would load `checkpoint` (built from the fixture's config if missing)."""
+    if not (checkpoint / "config.json").exists():
+        build_random_checkpoint(fixture, checkpoint)
+    return ModelSettings(
+        path=str(checkpoint), quantization=quantization, device="cuda", local_files_only=True
+    )
+
+
 def build_random_checkpoint(fixture: Path, target: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -388,8 +397,6 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    if not (args.checkpoint / "config.json").exists():
-        build_random_checkpoint(args.fixture, args.checkpoint)
     report: dict = {
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
@@ -407,12 +414,7 @@ async def main() -> None:
     report["bitsandbytes"] = bitsandbytes.__version__
     for precision in args.precisions.split(","):
         quantization = {"nf4": "nf4", "bf16": "none"}[precision]
-        settings = ModelSettings(
-            path=str(args.checkpoint),
-            quantization=quantization,
-            device="cuda",
-            local_files_only=True,
-        )
+        settings = checkpoint_settings(args.fixture, args.checkpoint, quantization)
         started = time.perf_counter()
         model = load_model(settings)
         tokenizer = load_tokenizer(settings)
