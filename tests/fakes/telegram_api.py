@@ -267,7 +267,7 @@ class FakeTelegram:
                 *({**entity, "offset": entity["offset"] + shift} for entity in entities),
             ]
             text = f"{handle} {text}"
-        return self._push_message(chat_id, user_id, text, entities, reply_to, {})
+        return self._push_message(self._new_message(chat_id, user_id, text, entities, reply_to, {}))
 
     def push_command(
         self,
@@ -284,7 +284,7 @@ class FakeTelegram:
             head += f"@{self.bot_username}"
         text = f"{head} {args}" if args else head
         entity = {"type": "bot_command", "offset": 0, "length": utf16_len(head)}
-        return self._push_message(chat_id, user_id, text, [entity], None, {})
+        return self._push_message(self._new_message(chat_id, user_id, text, [entity], None, {}))
 
     def push_media(
         self,
@@ -317,7 +317,7 @@ class FakeTelegram:
             extra = {"voice": {**file, "duration": 3, "mime_type": "audio/ogg", "file_size": 4096}}
         else:
             raise ValueError(f"unknown media kind {kind!r}")
-        return self._push_message(chat_id, user_id, caption, [], reply_to, extra)
+        return self._push_message(self._new_message(chat_id, user_id, caption, [], reply_to, extra))
 
     def push_callback(
         self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None
@@ -389,16 +389,8 @@ class FakeTelegram:
         """Updates not yet confirmed by a getUpdates offset nor taken by the webhook."""
         return list(self._pending)
 
-    def _push_message(
-        self,
-        chat_id: int,
-        user_id: int | None,
-        text: str | None,
-        entities: list[dict[str, Any]],
-        reply_to: int | None,
-        extra: dict[str, Any],
-    ) -> dict[str, Any]:
-        payload = self._new_message(chat_id, user_id, text, entities, reply_to, extra)
+    def _push_message(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Queue a user's message (from _new_message) as an update for getUpdates."""
         self._push_update({"message": payload})
         return payload
 
