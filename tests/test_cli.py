@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.chat.events import ChatKey, ReplyStatus
 from bot.store.sqlite import SqliteStore
+from bot.types import ChatKey, ReplyStatus
 from tests.support.configs import REPO, bot_command, bot_env, write_config
 
 ALICE = ChatKey("telegram", "-100", "alice")

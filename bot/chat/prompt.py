@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.chat.events import ChatError
+from bot.types import ChatError
 
 # Only for tokenizers without a chat template; the model's own template is always preferred.
 _FALLBACK_TAGS = {"system": "System", "user": "User", "assistant": "Assistant"}

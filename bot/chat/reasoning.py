@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.chat.events import AnswerDelta, ReasoningDelta
+from bot.types import AnswerDelta, ReasoningDelta
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"

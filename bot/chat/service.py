@@ -8,17 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from bot.chat.events import (
-    AnswerDelta,
-    ChatError,
-    ChatKey,
-    Generating,
-    ReasoningDelta,
-    ReplyEvent,
-    ReplyFinished,
-    ReplyStatus,
-    Waiting,
-)
 from bot.chat.prompt import PromptBuilder, PromptMessage
 from bot.chat.reasoning import ReasoningSplitter
 from bot.config import ChatSettings, GenerationSettings
@@ -30,10 +19,19 @@ from bot.engine.base import (
     FinishReason,
     GenerationRequest,
     GenerationStream,
-    Queued,
     SamplingParams,
-    Started,
     TextDelta,
+)
+from bot.types import (
+    AnswerDelta,
+    ChatError,
+    ChatKey,
+    Queued,
+    ReasoningDelta,
+    ReplyEvent,
+    ReplyFinished,
+    ReplyStatus,
+    Started,
 )
 
 log = logging.getLogger(__name__)
@@ -228,10 +226,8 @@ class ChatService:
         finished: Finished | None = None
         try:
             async for event in stream:
-                if isinstance(event, Queued):
-                    reply._events.put_nowait(Waiting(event.position))
-                elif isinstance(event, Started):
-                    reply._events.put_nowait(Generating())
+                if isinstance(event, Queued | Started):
+                    reply._events.put_nowait(event)
                 elif isinstance(event, TextDelta):
                     publish(splitter.push(event.text))
                 elif isinstance(event, Finished):

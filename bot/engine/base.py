@@ -7,6 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot.types import ChatMessage, Queued, Started
+
+__all__ = ["ChatMessage", "Queued", "Started"]  # re-exported: engine events share the vocabulary
+
 
 class FinishReason(enum.StrEnum):
     """Why a generation stream ended; every stream ends with exactly one."""
@@ -33,26 +37,21 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One prompt to complete; `owner` groups requests for fair scheduling (one user)."""
+    """One prompt to complete.
+
+    `prompt_ids` is the dialogue rendered with the model's chat template (what a local engine
+    runs); `messages` is the same trimmed dialogue as chat messages, system prompt first (what
+    a chat-completions server takes). `owner` groups requests for fair scheduling (one user);
+    `dialogue` names the conversation it continues, so an engine may reuse what it kept of it
+    (a hint only: reuse is decided by comparing token ids).
+    """
 
     prompt_ids: tuple[int, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     owner: str = ""
     request_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """The request waits; `position` 1 means it is next."""
-
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """The request left the queue and its prompt is being processed."""
-
-    num_prompt_tokens: int
+    messages: tuple[ChatMessage, ...] = ()
+    dialogue: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +97,16 @@ class Engine(Protocol):
     async def __aenter__(self) -> Engine: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
+
+    @property
+    def max_sequence_tokens(self) -> int:
+        """The longest prompt + answer one request can have."""
+        ...
+
+    @property
+    def max_batch_size(self) -> int:
+        """How many requests are generated at once (more wait in the queue)."""
+        ...
 
     def submit(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request and return its stream; raises EngineBusy when the queue is full."""

@@ -10,16 +10,16 @@ import threading
 import time
 from typing import TextIO
 
-from bot.chat.events import (
+from bot.chat.service import ChatService, Reply
+from bot.types import (
     AnswerDelta,
     ChatError,
     ChatKey,
-    Generating,
+    Queued,
     ReasoningDelta,
     ReplyFinished,
-    Waiting,
+    Started,
 )
-from bot.chat.service import ChatService, Reply
 
 HELP = """Commands:
   /reset           start a new dialogue (the old one stays in the history)
@@ -155,9 +155,9 @@ class ConsoleUI:
         in_reasoning = False
         thinking_since: float | None = None
         async for event in reply:
-            if isinstance(event, Waiting):
+            if isinstance(event, Queued):
                 self._write(f"{style.dim}(in queue: position {event.position}){style.reset}\n")
-            elif isinstance(event, Generating):
+            elif isinstance(event, Started):
                 thinking_since = time.monotonic()
             elif isinstance(event, ReasoningDelta):
                 if self._mode == "hidden":

@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
-from bot.chat.events import ChatError, ChatKey
 from bot.chat.service import ChatService, Reply
 from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
 from bot.frontends.discord_controls import stop_view
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
+from bot.types import ChatError, ChatKey
 
 log = logging.getLogger(__name__)
 

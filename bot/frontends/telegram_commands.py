@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from telegram import BotCommand, Message, User
 
-from bot.chat.events import ChatError, ChatKey
 from bot.chat.service import ChatService
 from bot.frontends.telegram_access import Access
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_replies import ReplyRunner, is_group_chat, target_of
+from bot.types import ChatError, ChatKey
 
 log = logging.getLogger(__name__)
 

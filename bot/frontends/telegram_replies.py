@@ -13,7 +13,6 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
-from bot.chat.events import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished
 from bot.chat.service import ChatService, Reply
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
@@ -21,6 +20,7 @@ from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
 from bot.render.layout import ReasoningMode, TelegramLayout
 from bot.render.pacing import Clock
 from bot.render.stream import DeliveryFailed, StreamRenderer
+from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ import math
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from bot.chat.events import (
+from bot.render.layout import Layout, ReplyView
+from bot.render.pacing import ChatPacer, Clock
+from bot.types import (
     AnswerDelta,
-    Generating,
+    Queued,
     ReasoningDelta,
     ReplyEvent,
     ReplyFinished,
     ReplyStatus,
-    Waiting,
+    Started,
 )
-from bot.render.layout import Layout, ReplyView
-from bot.render.pacing import ChatPacer, Clock
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,9 @@ class StreamRenderer:
         if self._is_final:
             return
         now = self._clock.monotonic()
-        if isinstance(event, Waiting):
+        if isinstance(event, Queued):
             self._position = event.position
-        elif isinstance(event, Generating):
+        elif isinstance(event, Started):
             self._start_thinking(now)
         elif isinstance(event, ReasoningDelta):
             self._start_thinking(now)

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiosqlite
 
-from bot.chat.events import ChatKey, ReplyStatus
 from bot.store.migrations import SchemaTooNew, migrate, schema_version
+from bot.types import ChatKey, ReplyStatus
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.chat.events import ChatError
 from bot.chat.prompt import Prompt, PromptBuilder, PromptMessage, PromptTooLong
+from bot.types import ChatError
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from bot.chat.events import AnswerDelta, ReasoningDelta
 from bot.chat.reasoning import ReasoningSplitter
+from bot.types import AnswerDelta, ReasoningDelta
 
 
 def split_stream(deltas: list[str], starts_in_reasoning: bool = True) -> list:

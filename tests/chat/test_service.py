@@ -11,23 +11,23 @@ from typing import Any
 import pytest
 
 from bot.app import App, open_app
-from bot.chat.events import (
-    AnswerDelta,
-    ChatError,
-    ChatKey,
-    Generating,
-    ReasoningDelta,
-    ReplyEvent,
-    ReplyFinished,
-    ReplyStatus,
-    Waiting,
-)
 from bot.chat.prompt import PromptTooLong
 from bot.chat.service import Reply
 from bot.config import ChatSettings, GenerationSettings, ModelSettings, Settings, StorageSettings
 from bot.engine.base import GenerationRequest
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
+from bot.types import (
+    AnswerDelta,
+    ChatError,
+    ChatKey,
+    Queued,
+    ReasoningDelta,
+    ReplyEvent,
+    ReplyFinished,
+    ReplyStatus,
+    Started,
+)
 from tests.support.looping import build_looping_model
 from tests.support.models import EOS_ID, build_scripted_model
 
@@ -174,7 +174,7 @@ async def test_a_complete_turn_stores_question_then_answer_and_reasoning_apart(
         final = await listener.finish()
         stored = await app.store.query_messages()
 
-    assert isinstance(listener.events[0], Generating)
+    assert isinstance(listener.events[0], Started)
     assert listener.text(ReasoningDelta) == REASONING
     assert listener.text(AnswerDelta) == ANSWER
     assert (final.status, final.answer, final.reasoning, final.note) == (
@@ -398,7 +398,7 @@ async def test_a_full_queue_refuses_with_nothing_stored(looping, tokenizer, tmp_
         alice = await start(app, ALICE, "Go on.")
         await alice.until(AnswerDelta)
         bob = await start(app, BOB, "Me next.")  # waits for the one slot
-        assert await bob.until(Waiting) == Waiting(position=1)
+        assert await bob.until(Queued) == Queued(position=1)
         with pytest.raises(ChatError, match="busy"):
             await app.service.start_reply(CAROL, "And me?")
         assert not app.service.is_answering(CAROL)
@@ -504,7 +504,7 @@ async def test_a_second_user_is_answered_while_the_first_answer_goes_on(
         seen = len(alice.text(AnswerDelta))
         await alice.until(AnswerDelta)
         assert len(alice.text(AnswerDelta)) > seen
-        assert not any(isinstance(e, Waiting) for e in bob.events)
+        assert not any(isinstance(e, Queued) for e in bob.events)
         app.service.stop(ALICE)
         app.service.stop(BOB)
         finals = [await alice.finish(), await bob.finish()]

@@ -12,8 +12,8 @@ from typing import Any
 import pexpect
 import pytest
 
-from bot.chat.events import ChatKey
 from bot.store.sqlite import MessageRecord, SqliteStore
+from bot.types import ChatKey
 from tests.support.configs import REPO, bot_command, bot_env, tiny_model_config
 from tests.support.looping import build_looping_model
 from tests.support.models import build_scripted_model, save_model_folder

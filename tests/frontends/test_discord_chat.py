@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.chat.events import ChatKey
+from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_MESSAGE,
     CALLBACK_MESSAGE,

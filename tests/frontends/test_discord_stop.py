@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.chat.events import ChatKey
 from bot.frontends.discord_commands import RESTARTING
+from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_UPDATE,
     CALLBACK_MESSAGE,

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from bot.chat.events import ChatKey
 from bot.frontends.telegram_commands import (
     ADMINS_ONLY_RESET,
     ADMINS_ONLY_SYSTEM,
@@ -17,6 +16,7 @@ from bot.frontends.telegram_commands import (
     START,
     UNKNOWN_COMMAND,
 )
+from bot.types import ChatKey
 from tests.frontends.telegram_harness import (
     ADMIN,
     ANSWER,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.chat.events import ChatKey
 from bot.frontends.telegram_commands import NOT_TEXT, UNKNOWN_COMMAND
+from bot.types import ChatKey
 from tests.frontends.telegram_harness import (
     ADMIN,
     ANSWER,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, TypeVar
 
-from bot.chat.events import ReplyEvent
 from bot.render.stream import NotModified
+from bot.types import ReplyEvent
 from tests.fakes.telegram_html import parse_html
 
 T = TypeVar("T")

@@ -10,14 +10,6 @@ from typing import Any
 
 import pytest
 
-from bot.chat.events import (
-    AnswerDelta,
-    Generating,
-    ReasoningDelta,
-    ReplyFinished,
-    ReplyStatus,
-    Waiting,
-)
 from bot.render.layout import MARKER, DiscordLayout, Layout, ReplyView, TelegramLayout
 from bot.render.pacing import ChatPacer
 from bot.render.stream import (
@@ -26,6 +18,14 @@ from bot.render.stream import (
     RetryAfter,
     StreamRenderer,
     TransientSinkError,
+)
+from bot.types import (
+    AnswerDelta,
+    Queued,
+    ReasoningDelta,
+    ReplyFinished,
+    ReplyStatus,
+    Started,
 )
 from tests.render.helpers import FakeClock, FakeSink, assert_telegram_html, scripted
 
@@ -74,7 +74,7 @@ async def test_edits_are_paced_per_message_and_never_repeat_the_text() -> None:
     clock = FakeClock()
     renderer, sink = _renderer(clock)
     words = [f"w0_{j} " for j in range(100)]
-    steps = [(0, Generating())] + [(0.1, AnswerDelta(w)) for w in words]
+    steps = [(0, Started())] + [(0.1, AnswerDelta(w)) for w in words]
     steps.append((0, _finished("".join(words))))
     await clock.drive(renderer.run(scripted(clock, steps)))
 
@@ -198,7 +198,7 @@ async def test_thinking_status_ticks_while_nothing_else_changes() -> None:
     clock = FakeClock()
     renderer, sink = _renderer(clock)
     stall = asyncio.Event()
-    task = asyncio.ensure_future(renderer.run(scripted(clock, [(0, Generating()), (0, stall)])))
+    task = asyncio.ensure_future(renderer.run(scripted(clock, [(0, Started()), (0, stall)])))
     await clock.advance(16.0)
     assert [(c.time, c.text) for c in sink.calls] == [
         (0.0, "<i>💭 Thinking…</i>" + MARKER),
@@ -214,7 +214,7 @@ async def test_queue_position_updates_then_thinking() -> None:
     clock = FakeClock()
     renderer, sink = _renderer(clock)
     stall = asyncio.Event()
-    steps = [(0, Waiting(3)), (0.3, Waiting(2)), (2.2, Waiting(1)), (0.5, Generating()), (0, stall)]
+    steps = [(0, Queued(3)), (0.3, Queued(2)), (2.2, Queued(1)), (0.5, Started()), (0, stall)]
     task = asyncio.ensure_future(renderer.run(scripted(clock, steps)))
     await clock.advance(4.0)
     assert [(c.time, _plain(c.text)) for c in sink.calls] == [
@@ -241,7 +241,7 @@ async def test_each_reasoning_mode_streams_valid_html(mode: str) -> None:
         + "\n".join(f"v{i} = {i} ** 2" for i in range(40))
         + "\n```\nDone **now**."
     )
-    steps: list[tuple[float, Any]] = [(0, Generating())]
+    steps: list[tuple[float, Any]] = [(0, Started())]
     steps += [(0.1, ReasoningDelta(reasoning[i : i + 20])) for i in range(0, len(reasoning), 20)]
     steps += [(0.1, AnswerDelta(answer[i : i + 20])) for i in range(0, len(answer), 20)]
     steps.append((0, _finished(answer, reasoning)))
@@ -408,7 +408,7 @@ async def test_a_sink_error_that_is_not_transient_stops_the_reply_early() -> Non
 async def test_feed_without_run() -> None:
     clock = FakeClock()
     renderer, sink = _renderer(clock, DiscordLayout("collapsed"))
-    renderer.feed(Generating())
+    renderer.feed(Started())
     renderer.feed(ReasoningDelta("Let me see."))
     await clock.advance(2.0)
     assert sink.messages == {0: "> Let me see.\n-# 💭 Thinking…" + MARKER}

@@ -10,9 +10,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.chat.events import ChatKey, ReplyStatus
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate, split_statements
 from bot.store.sqlite import MessageRecord, SqliteStore, StoreError
+from bot.types import ChatKey, ReplyStatus
 
 ALICE = ChatKey("telegram", "-100", "alice")
 BOB = ChatKey("telegram", "-100", "bob")

@@ -1,9 +1,14 @@
-"""What the chat core tells a front-end while it answers one message."""
+"""The shared vocabulary (the ground floor): whose dialogue, how a reply ended, reply events.
+
+Store, engine, chat core, renderer and front-ends all import from here; this module imports
+nothing of the bot's own.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +31,32 @@ class ReplyStatus(enum.StrEnum):
     STOPPED = "stopped"  # the user pressed Stop / sent /stop
     TIMEOUT = "timeout"  # generation.timeout_seconds passed
     FAILED = "failed"  # the engine failed
-    INTERRUPTED = "interrupted"  # the bot shut down mid-answer
+    INTERRUPTED = "interrupted"  # the bot shut down (or was killed) mid-answer
 
 
 @dataclass(frozen=True, slots=True)
-class Waiting:
-    """The request is queued behind others; position 1 is next."""
+class ChatMessage:
+    """One message of a dialogue as a chat API sees it."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+# One lifecycle, one vocabulary: the engine emits these and the reply passes them on.
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The request waits behind others; `position` 1 means it is next."""
 
     position: int
 
 
 @dataclass(frozen=True, slots=True)
-class Generating:
-    """The model has started on this request."""
+class Started:
+    """The request left the queue: its prompt is being processed."""
+
+    num_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +87,7 @@ class ReplyFinished:
     total_seconds: float = 0.0
 
 
-ReplyEvent = Waiting | Generating | ReasoningDelta | AnswerDelta | ReplyFinished
+ReplyEvent = Queued | Started | ReasoningDelta | AnswerDelta | ReplyFinished
 
 
 class ChatError(Exception):
