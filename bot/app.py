@@ -13,7 +13,7 @@ from typing import Any
 from bot.chat.prompt import PromptBuilder
 from bot.chat.service import ChatService
 from bot.config import Settings
-from bot.engine.local import LocalEngine
+from bot.engine.factory import build_local_engine
 from bot.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -26,35 +26,6 @@ class App:
     engine: Any
     service: ChatService
     tokenizer: Any
-
-
-def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
-    """Load tokenizer and model and size the KV cache (blocking: run it in a thread)."""
-    from bot.engine.loading import (
-        eos_token_ids,
-        load_model,
-        load_tokenizer,
-        resolve_device,
-        size_cache,
-    )
-    from bot.engine.runner import ModelRunner
-
-    # A machine that cannot run this config (4-bit without a GPU) is told so at once, not after
-    # fetching the tokenizer, or failing to, which would hide the real problem.
-    resolve_device(settings.model)
-    tokenizer = load_tokenizer(settings.model)
-    model = load_model(settings.model)
-    shape = size_cache(model, settings.model, settings.engine)
-    runner = ModelRunner(
-        model, shape, use_cuda_graphs=settings.engine.cuda_graphs, seed=settings.engine.seed
-    )
-    engine = LocalEngine(
-        runner,
-        tokenizer,
-        eos_token_ids=eos_token_ids(model, tokenizer),
-        max_queue=settings.engine.max_queue,
-    )
-    return tokenizer, engine
 
 
 EngineFactory = Callable[[Settings], tuple[Any, Any]]

@@ -64,7 +64,8 @@ class ModelSettings:
     path: str = field(
         default="deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", metadata=_check("non_empty")
     )
-    quantization: Literal["nf4", "fp4", "int8", "none"] = "nf4"
+    # auto: the fastest format this GPU runs (int4 through humming, else nf4); none on the CPU.
+    quantization: Literal["auto", "int4", "fp8", "nf4", "fp4", "int8", "none"] = "auto"
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     max_context_tokens: int = field(default=16384, metadata=_check("positive"))
@@ -91,6 +92,9 @@ class EngineSettings:
     max_queue: int = field(default=256, metadata=_check("positive"))
     cuda_graphs: bool = True
     seed: int = 0
+    # Keep each dialogue's KV cache in its slot after an answer and reuse its common prefix on
+    # the next turn (the slot stays free for others, reclaimed least recently used first).
+    prefix_reuse: bool = True
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,7 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             f'{source}: telegram.webhook_url is required when telegram.mode = "webhook"'
         )
-    if settings.model.quantization != "none" and settings.model.device == "cpu":
+    if settings.model.quantization not in ("none", "auto") and settings.model.device == "cpu":
         raise ConfigError(
             f'{source}: model.quantization = "{settings.model.quantization}" needs a CUDA GPU, '
             'but model.device = "cpu"; set quantization = "none" to run on the CPU'

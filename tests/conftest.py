@@ -6,6 +6,8 @@ import os
 
 # Tests never reach the Hugging Face hub (also in the subprocesses they start, which inherit it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The engine's Triton kernels run on the CPU through Triton's interpreter (float32 only).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pathlib import Path
 from typing import Any

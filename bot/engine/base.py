@@ -72,6 +72,7 @@ class Finished:
     first_token_seconds: float | None = None  # submit -> first generated token
     total_seconds: float = 0.0  # submit -> end
     error: str | None = None  # for ERROR: a short, user-safe description
+    num_reused_tokens: int = 0  # prompt tokens whose KV was kept from the dialogue's last turn
 
 
 EngineEvent = Queued | Started | TextDelta | Finished

@@ -1,9 +1,18 @@
-"""Model and tokenizer loading: quantization from config, device checks, KV-cache sizing."""
+"""Model and tokenizer loading: which quantization, device and dtype; weights a layer at a time.
+
+Weights are read straight from the checkpoint's safetensors, one layer at a time: each layer's
+16-bit weights go to the device, QKV and gate/up are fused, the result is quantized and the
+16-bit copy dropped. So a GPU never holds more than one layer in 16 bits beside the quantized
+model, and every quantization starts from the checkpoint's own weights.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +20,10 @@ import torch
 
 from bot.config import EngineSettings, ModelSettings
 from bot.engine.base import EngineError
-from bot.engine.runner import CacheShape, default_cache_shape, kv_bytes_per_token
+from bot.engine.cache import CacheShape, default_cache_shape
+from bot.engine.model import DecoderWeights, LayerWeights, ModelShape
+from bot.engine.quant import HUMMING, Kernels, linear_factory
+from bot.engine.quant.plain import PlainLinear
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +31,27 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torc
 # Kept free beside the KV cache for activations, logits, sampling buffers and CUDA graphs.
 _GPU_HEADROOM_BYTES = 3 * 1024**3
 _CPU_DEFAULT_SLOTS = 4
+_INT4_MIN_CAPABILITY = (7, 5)  # humming's tensor-core kernels: Turing and newer
+_FP8_MIN_CAPABILITY = (8, 9)  # FP8 formats: Ada, Hopper, Blackwell
 
 
-def resolve_device(settings: ModelSettings) -> torch.device:
-    """The device to load on; a clear error when the config asks for what this machine lacks."""
+def resolve_device(settings: ModelSettings, *, kernels: Kernels = "device") -> torch.device:
+    """The device to load on; a clear error when the config asks for what this machine lacks.
+
+    With `kernels="reference"` (tests, the GPU check's reference) int4 and fp8 run anywhere.
+    """
     has_cuda = torch.cuda.is_available()
     if settings.device == "cuda" and not has_cuda:
         raise EngineError('[model] device = "cuda" but no CUDA GPU is available')
     device = (
         torch.device("cuda", 0) if settings.device != "cpu" and has_cuda else torch.device("cpu")
     )
-    if settings.quantization != "none" and device.type != "cuda":
+    runs_anywhere = kernels == "reference" and settings.quantization in HUMMING
+    if (
+        settings.quantization not in ("none", "auto")
+        and device.type != "cuda"
+        and not runs_anywhere
+    ):
         raise EngineError(
             f"{settings.quantization} quantization needs an NVIDIA GPU with CUDA and none was "
             'found; set [model] quantization = "none" (and device = "cpu") to run on the CPU'
@@ -46,84 +68,259 @@ def resolve_dtype(settings: ModelSettings, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def quantization_config(settings: ModelSettings, compute_dtype: torch.dtype) -> Any:
-    """A BitsAndBytesConfig for the configured quantization, or None for plain weights."""
-    if settings.quantization == "none":
-        return None
-    from transformers import BitsAndBytesConfig
+def resolve_quantization(
+    settings: ModelSettings,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    kernels: Kernels = "device",
+) -> str:
+    """The weight format to load: the configured one if this machine runs it, or for "auto"
+    the fastest it runs (int4 through humming, else bitsandbytes nf4); the choice is logged."""
+    wanted = settings.quantization
+    if kernels == "reference" and wanted in HUMMING:
+        return wanted
+    if device.type != "cuda":
+        if wanted == "auto":
+            log.info("quantization auto: no GPU, so the weights stay unquantized on the CPU")
+        return "none"
+    problem = _humming_problem(wanted if wanted in HUMMING else "int4", device, dtype)
+    if wanted in HUMMING:
+        if problem is not None:
+            raise EngineError(f"[model] quantization = {wanted!r}: {problem}")
+        return wanted
+    if wanted != "auto":
+        return wanted
+    if problem is None:
+        log.info("quantization auto: int4 (humming W4A16, group 128) on %s", _gpu_name(device))
+        return "int4"
+    log.warning("quantization auto: nf4 (bitsandbytes), because %s", problem)
+    return "nf4"
 
-    if settings.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    # nf4 + double quantization + a 16-bit compute dtype: the notebook's bare load_in_4bit gave
-    # fp4 with float32 compute, the slow path.
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=settings.quantization,
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
+
+def _humming_problem(quantization: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    capability = torch.cuda.get_device_capability(device)
+    needed = _FP8_MIN_CAPABILITY if quantization == "fp8" else _INT4_MIN_CAPABILITY
+    if capability < needed:
+        return (
+            f"{_gpu_name(device)} (compute capability {capability[0]}.{capability[1]}) is "
+            f"older than {quantization} needs ({needed[0]}.{needed[1]}); use nf4"
+        )
+    if dtype is torch.float32:
+        return 'its kernels compute in 16 bits; set [model] dtype = "bfloat16"'
+    from bot.engine.quant.humming import humming_problem
+
+    return humming_problem()
+
+
+def _gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device)
+
+
+def model_folder(settings: ModelSettings) -> Path:
+    """The local folder of the model: the configured path, or the hub's cached download."""
+    path = settings.path
+    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
+    if looks_local:
+        folder = Path(path).expanduser()
+        if not folder.exists():
+            raise EngineError(f"[model] path {path!r}: no such folder")
+        if not (folder / "config.json").exists():
+            raise EngineError(f"[model] path {path!r} is not a model folder (no config.json)")
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                path,
+                allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"],
+                local_files_only=settings.local_files_only,
+            )
+        )
+    except Exception as exc:  # hub errors come in many classes; each is one line here
+        raise EngineError(_hub_message(settings, exc)) from None
 
 
 def load_tokenizer(settings: ModelSettings) -> Any:
     """The model's tokenizer (with its chat template)."""
     from transformers import AutoTokenizer
 
+    folder = model_folder(settings)
     try:
-        return AutoTokenizer.from_pretrained(
-            settings.path, local_files_only=settings.local_files_only
-        )
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise EngineError(_missing_model_message(settings, exc)) from None
+        raise EngineError(
+            f"[model] path {settings.path!r} is not a model folder this bot can load "
+            f"({_first_line(exc)})"
+        ) from None
 
 
-def load_model(settings: ModelSettings) -> Any:
-    """The causal LM on its device, quantized as configured."""
-    from transformers import AutoModelForCausalLM
+def load_weights(settings: ModelSettings, *, kernels: Kernels = "device") -> DecoderWeights:
+    """The model's weights on their device, fused and quantized as configured."""
+    from transformers import AutoConfig
 
-    device = resolve_device(settings)
+    device = resolve_device(settings, kernels=kernels)
     dtype = resolve_dtype(settings, device)
+    folder = model_folder(settings)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            f"[model] path {settings.path!r} is not a model folder this bot can load "
+            f"({_first_line(exc)})"
+        ) from None
+    shape = ModelShape.from_config(config)
+    quantization = resolve_quantization(settings, device, dtype, kernels=kernels)
+    make_linear = linear_factory(quantization, kernels)
+    log.info(
+        "loading %s: %d layers, %s weights, %s compute, on %s",
+        settings.path,
+        shape.num_layers,
+        quantization,
+        str(dtype).removeprefix("torch."),
+        device,
+    )
     started = time.perf_counter()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            settings.path,
-            dtype=dtype,
-            quantization_config=quantization_config(settings, dtype),
-            device_map={"": device.index if device.type == "cuda" else "cpu"},
-            local_files_only=settings.local_files_only,
-        )
-    except (OSError, ValueError) as exc:
-        raise EngineError(_missing_model_message(settings, exc)) from None
+        with _Checkpoint(folder, device) as checkpoint:
+            weights = _read_weights(checkpoint, config, shape, dtype, device, make_linear)
     except torch.OutOfMemoryError:
         raise EngineError(
-            f"not enough GPU memory to load {settings.path} with quantization "
-            f"{settings.quantization!r}"
+            f"not enough GPU memory to load {settings.path} with quantization {quantization!r}; "
+            "a smaller format (int4, nf4) fits where 16-bit weights do not"
         ) from None
-    model.eval()
-    seconds = time.perf_counter() - started
-    if device.type == "cuda":
-        allocated = torch.cuda.memory_allocated(device) / 1024**3
-        log.info(
-            "loaded %s (%s) in %.1f s; GPU memory in use: %.2f GiB",
-            settings.path,
-            settings.quantization,
-            seconds,
-            allocated,
+    weights.quantization = quantization
+    size = weights_bytes(weights) / 1024**3
+    log.info("loaded %s in %.1f s: %.2f GiB of weights", settings.path, _since(started), size)
+    return weights
+
+
+def weights_bytes(weights: DecoderWeights) -> int:
+    """Bytes the model's weights take on their device."""
+    tensors = [weights.embed, weights.norm]
+    total = sum(t.numel() * t.element_size() for t in tensors)
+    for layer in weights.layers:
+        total += sum(t.numel() * t.element_size() for t in (layer.input_norm, layer.post_norm))
+        total += sum(linear.num_bytes for linear in (layer.qkv, layer.o, layer.gate_up, layer.down))
+    if weights.lm_head is not None and not _is_tied(weights):
+        total += weights.lm_head.num_bytes
+    return total
+
+
+def _is_tied(weights: DecoderWeights) -> bool:
+    head = weights.lm_head
+    return isinstance(head, PlainLinear) and head.weight.data_ptr() == weights.embed.data_ptr()
+
+
+def _read_weights(
+    checkpoint: _Checkpoint,
+    config: Any,
+    shape: ModelShape,
+    dtype: torch.dtype,
+    device: torch.device,
+    make_linear: Callable[[torch.Tensor, torch.Tensor | None], Any],
+) -> DecoderWeights:
+    def get(name: str) -> torch.Tensor:
+        return checkpoint.get(name).to(device=device, dtype=dtype)
+
+    def fused(prefix: str, parts: tuple[str, ...], *, with_bias: bool) -> Any:
+        weight = torch.cat([get(f"{prefix}.{part}.weight") for part in parts])
+        bias = torch.cat([get(f"{prefix}.{part}.bias") for part in parts]) if with_bias else None
+        return make_linear(weight, bias)
+
+    layers = []
+    for index in range(shape.num_layers):
+        prefix = f"model.layers.{index}"
+        layers.append(
+            LayerWeights(
+                input_norm=get(f"{prefix}.input_layernorm.weight"),
+                qkv=fused(
+                    f"{prefix}.self_attn",
+                    ("q_proj", "k_proj", "v_proj"),
+                    with_bias=shape.has_qkv_bias,
+                ),
+                o=fused(f"{prefix}.self_attn", ("o_proj",), with_bias=False),
+                post_norm=get(f"{prefix}.post_attention_layernorm.weight"),
+                gate_up=fused(f"{prefix}.mlp", ("gate_proj", "up_proj"), with_bias=False),
+                down=fused(f"{prefix}.mlp", ("down_proj",), with_bias=False),
+            )
         )
-    else:
-        log.info("loaded %s on the CPU in %.1f s", settings.path, seconds)
-    return model
+        if (index + 1) % 8 == 0 or index + 1 == shape.num_layers:
+            log.debug("loaded layer %d of %d", index + 1, shape.num_layers)
+    embed = get("model.embed_tokens.weight")
+    # Embeddings and the LM head stay 16-bit: they are a gather and one matmul a step.
+    tied = getattr(config, "tie_word_embeddings", False) or not checkpoint.has("lm_head.weight")
+    lm_head = PlainLinear(embed if tied else get("lm_head.weight"))
+    return DecoderWeights(
+        shape=shape,
+        config=config,
+        embed=embed,
+        layers=layers,
+        norm=get("model.norm.weight"),
+        lm_head=lm_head,
+        dtype=dtype,
+        device=device,
+    )
 
 
-def size_cache(model: Any, model_settings: ModelSettings, engine: EngineSettings) -> CacheShape:
+class _Checkpoint:
+    """The tensors of a safetensors checkpoint (one file or sharded), read lazily by name."""
+
+    def __init__(self, folder: Path, device: torch.device) -> None:
+        self._folder = folder
+        self._device = device
+        self._stack = ExitStack()
+        self._files: dict[str, Any] = {}
+        self._where: dict[str, str] = {}
+
+    def __enter__(self) -> _Checkpoint:
+        index = self._folder / "model.safetensors.index.json"
+        if index.exists():
+            self._where = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        else:
+            single = self._folder / "model.safetensors"
+            if not single.exists():
+                raise EngineError(
+                    f"{self._folder} has no safetensors weights (model.safetensors or "
+                    "model.safetensors.index.json)"
+                )
+            self._where = {name: single.name for name in self._open(single.name).keys()}  # noqa: SIM118
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def has(self, name: str) -> bool:
+        return name in self._where
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self._where:
+            raise EngineError(f"the checkpoint in {self._folder} has no tensor {name!r}")
+        return self._open(self._where[name]).get_tensor(name)
+
+    def _open(self, filename: str) -> Any:
+        if filename not in self._files:
+            from safetensors import safe_open
+
+            # Straight to the GPU where there is one: no host copy of each tensor.
+            device = str(self._device) if self._device.type == "cuda" else "cpu"
+            self._files[filename] = self._stack.enter_context(
+                safe_open(self._folder / filename, framework="pt", device=device)
+            )
+        return self._files[filename]
+
+
+def size_cache(
+    weights: DecoderWeights, model_settings: ModelSettings, engine: EngineSettings
+) -> CacheShape:
     """Slots and slot length for the KV cache: from config, else from the free GPU memory."""
-    device = model.lm_head.weight.device
-    dtype = model.model.embed_tokens.weight.dtype
-    per_token = kv_bytes_per_token(model.config, dtype)
+    per_token = weights.shape.kv_bytes_per_token(weights.dtype)
     context = model_settings.max_context_tokens
     if engine.kv_cache_tokens:
         budget = engine.kv_cache_tokens
-    elif device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
+    elif weights.device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(weights.device)
         usable = max(0, free - _GPU_HEADROOM_BYTES) * engine.kv_cache_memory_fraction
         budget = int(usable // per_token)
     else:
@@ -140,32 +337,34 @@ def size_cache(model: Any, model_settings: ModelSettings, engine: EngineSettings
     return shape
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_token_ids(settings: ModelSettings, tokenizer: Any) -> set[int]:
     """Every id that ends generation: the generation config's and the tokenizer's EOS."""
     ids: set[int] = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
+    config_path = model_folder(settings) / "generation_config.json"
+    if config_path.exists():
+        configured = json.loads(config_path.read_text(encoding="utf-8")).get("eos_token_id")
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(configured)
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
 
 
-def _missing_model_message(settings: ModelSettings, exc: Exception) -> str:
-    path = settings.path
-    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
-    if looks_local and not Path(path).expanduser().exists():
-        return f"[model] path {path!r}: no such folder"
-    if looks_local:
-        return f"[model] path {path!r} is not a model folder this bot can load ({_first_line(exc)})"
-    return (
-        f"model {path!r} could not be loaded: it is not a local folder and it could not be "
-        f"fetched from the Hugging Face hub ({_first_line(exc)})"
+def _hub_message(settings: ModelSettings, exc: Exception) -> str:
+    cause = (
+        "it is not in the local hub cache and [model] local_files_only = true forbids a download"
+        if settings.local_files_only
+        else "it is not a local folder and it could not be fetched from the Hugging Face hub"
     )
+    return f"model {settings.path!r} could not be loaded: {cause} ({_first_line(exc)})"
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

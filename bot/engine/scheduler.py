@@ -1,12 +1,25 @@
-"""Who runs next: first come, first served, one running request per owner, a bounded queue."""
+"""Who runs next: first come, first served, one running request per owner, a bounded prefill.
+
+The scheduler decides and returns a plan; it holds no tensors and touches no device. Each
+iteration of the worker asks for one `Plan`: the prompt chunks to prefill (packed into one
+forward pass, at most `prefill_tokens` tokens, a long prompt continuing over several iterations
+so decoding never stalls for long) and the sequences to decode one step together.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from bot.engine.base import EngineEvent
+from bot.engine.cache import SlotTable
+from bot.engine.sequence import Sequence
+
 T = TypeVar("T")
+
+PREFILL_TOKENS_PER_ITERATION = 2048
 
 
 class WaitingQueue(Generic[T]):
@@ -37,9 +50,132 @@ class WaitingQueue(Generic[T]):
                 return item
         return None
 
-    def positions(self, busy_owners: set[str]) -> Iterator[tuple[T, int]]:
-        """Each item with its place in line (1 = next), counting the owner's own blocked turn."""
+    def positions(self) -> Iterator[tuple[T, int]]:
+        """Each item with its place in line (1 = next)."""
         # An item blocked behind its owner's running request still waits in FCFS order; its
         # position is its index, which never overstates how many requests are ahead of it.
         for index, item in enumerate(self._items, start=1):
             yield item, index
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillChunk:
+    """Prompt tokens for one slot, starting at `start` (earlier positions are already cached)."""
+
+    slot: int
+    token_ids: tuple[int, ...]
+    start: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.token_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillWork:
+    sequence: Sequence
+    chunk: PrefillChunk
+
+    @property
+    def completes_prompt(self) -> bool:
+        """Its last token is the prompt's: its logits give the first generated token."""
+        return self.chunk.end >= self.sequence.num_prompt
+
+
+@dataclass(slots=True)
+class Plan:
+    """One iteration's work: prefill chunks, then one decode step over `decode`."""
+
+    prefill: list[PrefillWork] = field(default_factory=list)
+    decode: list[Sequence] = field(default_factory=list)
+    started: list[tuple[Sequence, list[EngineEvent]]] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.prefill and not self.decode
+
+
+class Scheduler:
+    """Admits waiting sequences into KV slots and plans each iteration's prefill and decode."""
+
+    def __init__(
+        self,
+        slots: SlotTable,
+        *,
+        slot_tokens: int,
+        prefill_tokens: int = PREFILL_TOKENS_PER_ITERATION,
+    ) -> None:
+        self._slots = slots
+        self._slot_tokens = slot_tokens
+        self._prefill_tokens = prefill_tokens
+        self._waiting: WaitingQueue[Sequence] = WaitingQueue(lambda seq: seq.owner)
+        self._running: list[Sequence] = []  # admitted, in admission order
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def is_idle(self) -> bool:
+        return not self._running and not len(self._waiting)
+
+    def sequences(self) -> list[Sequence]:
+        """Every sequence it holds, waiting or running."""
+        return [*self._waiting, *self._running]
+
+    def add(self, seq: Sequence) -> None:
+        self._waiting.append(seq)
+
+    def schedule(self, now: float) -> Plan:
+        """Admit what fits, pick this iteration's prefill chunks and decode rows."""
+        plan = Plan()
+        budget = self._prefill_tokens
+        # A prompt left half-prefilled by the last iteration continues first.
+        candidates = iter([s for s in self._running if not s.is_prefilled])
+        while budget > 0:
+            seq = next(candidates, None) or self._admit(plan, now)
+            if seq is None:
+                break
+            chunk_ids = seq.request.prompt_ids[seq.num_cached : seq.num_cached + budget]
+            plan.prefill.append(
+                PrefillWork(seq, PrefillChunk(seq.slot, tuple(chunk_ids), seq.num_cached))
+            )
+            budget -= len(chunk_ids)
+        # Sequences whose prompt completes in this plan decode in it too (after the prefill).
+        completing = {id(work.sequence) for work in plan.prefill if work.completes_prompt}
+        plan.decode = [
+            seq
+            for seq in self._running
+            if (seq.is_prefilled or id(seq) in completing)
+            and seq.num_dispatched < seq.num_decode_steps_allowed(self._slot_tokens)
+        ]
+        return plan
+
+    def finish(self, seq: Sequence) -> None:
+        """Forget a sequence that ended (its stream is closed): free its queue place or slot."""
+        if seq.slot == -1:
+            self._waiting.remove(seq)
+            return
+        self._running.remove(seq)
+        self._slots.release(seq.slot, seq.cached_tokens())
+
+    def positions(self) -> Iterator[tuple[Sequence, int]]:
+        return self._waiting.positions()
+
+    def _admit(self, plan: Plan, now: float) -> Sequence | None:
+        if not self._slots.num_free:
+            return None
+        busy = {seq.owner for seq in self._running if seq.owner}
+        seq = self._waiting.pop_next(busy)
+        if seq is None:
+            return None
+        acquired = self._slots.acquire(seq.request.dialogue, seq.request.prompt_ids)
+        assert acquired is not None  # a slot was free
+        slot, num_reused = acquired
+        self._running.append(seq)
+        plan.started.append((seq, seq.start(slot, num_reused, now)))
+        return seq

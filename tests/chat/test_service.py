@@ -16,6 +16,7 @@ from bot.chat.service import Reply
 from bot.config import ChatSettings, GenerationSettings, ModelSettings, Settings, StorageSettings
 from bot.engine.base import GenerationRequest
 from bot.engine.local import LocalEngine
+from bot.engine.model import DecoderWeights
 from bot.engine.runner import CacheShape, ModelRunner
 from bot.types import (
     AnswerDelta,
@@ -294,12 +295,12 @@ async def test_leaving_the_app_mid_answer_stores_it_as_interrupted(looping, toke
 
 
 async def test_an_engine_failure_is_stored_as_failed(tokenizer, tmp_path):
-    model = build_scripted_model(tokenizer, SCRIPT)
+    model = DecoderWeights.from_hf_model(build_scripted_model(tokenizer, SCRIPT))
 
-    def broken(module: Any, args: Any) -> None:
+    def broken(hidden: Any) -> None:
         raise RuntimeError("simulated fault")
 
-    model.lm_head.register_forward_pre_hook(broken)
+    model.lm_head = broken
     async with running(model, tokenizer, tmp_path / "bot.db") as (app, engine):
         final = await ask(app, ALICE, "Hi!")
         await assert_stored_reply(app, engine, final)

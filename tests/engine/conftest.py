@@ -10,6 +10,7 @@ import torch
 
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
+from tests.engine.reference import NUM_REFERENCE_TOKENS, TEXTS, chat_prompt, generate_greedy
 from tests.support.models import EOS_ID
 
 
@@ -40,10 +41,34 @@ def make_engine(tokenizer: Any) -> EngineFactory:
         slot_tokens: int = 256,
         eos_token_ids: Iterable[int] = (EOS_ID,),
         max_queue: int = 256,
+        prefill_tokens: int = 2048,
+        prefix_reuse: bool = True,
     ) -> LocalEngine:
         runner = ModelRunner(model, CacheShape(num_slots, slot_tokens), seed=0)
         return LocalEngine(
-            runner, tokenizer, eos_token_ids=eos_token_ids, max_queue=max_queue, warm_up=False
+            runner,
+            tokenizer,
+            eos_token_ids=eos_token_ids,
+            max_queue=max_queue,
+            warm_up=False,
+            prefill_tokens=prefill_tokens,
+            prefix_reuse=prefix_reuse,
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer) -> list[list[int]]:
+    found = [chat_prompt(tokenizer, text) for text in TEXTS]
+    assert len({len(prompt) for prompt in found}) == len(found)  # rows at different positions
+    return found
+
+
+@pytest.fixture(scope="module")
+def expected(random_model, prompts) -> dict[tuple[int, ...], list[int]]:
+    """Each prompt's greedy continuation, generated alone by transformers."""
+    return {
+        tuple(prompt): generate_greedy(random_model, prompt, NUM_REFERENCE_TOKENS)
+        for prompt in prompts
+    }

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from bot.engine import local
 from bot.engine.base import (
     EngineError,
     FinishReason,
@@ -61,15 +60,15 @@ MAX_NEW_TOKENS = (3, 12, 6, 12, 9)  # the short ones leave while the others deco
     "prefill_budget", [2048, 5], ids=["whole-prompts", "prompts-in-chunks-between-steps"]
 )
 async def test_greedy_text_is_the_same_alone_and_among_others(
-    make_engine, random_model, tokenizer, monkeypatch, prefill_budget
+    make_engine, random_model, tokenizer, prefill_budget
 ):
-    monkeypatch.setattr(local, "_PREFILL_TOKENS_PER_ITERATION", prefill_budget)
     requests = [
         request(tokenizer, text, SamplingParams(max_new_tokens=n, temperature=0.0), f"user{i}")
         for i, (text, n) in enumerate(zip(TEXTS, MAX_NEW_TOKENS, strict=True))
     ]
     sampled = request(tokenizer, "Sing!", SamplingParams(max_new_tokens=10, temperature=1.0))
-    async with make_engine(random_model, num_slots=4) as engine:
+    engine = make_engine(random_model, num_slots=4, prefill_tokens=prefill_budget)
+    async with engine:
         alone = [await collect(engine.submit(r)) for r in requests]
 
         readers = [Reader(engine.submit(requests[0])), Reader(engine.submit(requests[1]))]
@@ -413,15 +412,15 @@ async def test_after_a_worker_crash_requests_end_with_error_and_new_ones_are_ref
     make_engine, random_model, tokenizer
 ):
     engine = make_engine(random_model, num_slots=2, eos_token_ids=())
-    runner = engine._runner
+    slots = engine._slots
 
-    def broken_release(num_slots: int) -> None:
+    def broken_release(index: int, tokens: object) -> None:
         raise RuntimeError("bookkeeping bug")
 
     async with engine:
         running = Reader(engine.submit(request(tokenizer, "long", ENDLESS)))
         await running.until_text()
-        runner.release = broken_release  # the next request to end crashes the worker
+        slots.release = broken_release  # the next request to end crashes the worker
         short = await collect(engine.submit(request(tokenizer, "short", GREEDY)))
         await running.to_end()
         # Not queued forever behind a dead worker: refused at once, with a reason.

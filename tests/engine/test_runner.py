@@ -2,70 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 import torch
 from torch import nn
 
-from bot.engine import runner as runner_module
 from bot.engine.base import EngineError
-from bot.engine.runner import CacheShape, ModelRunner, PrefillChunk, default_cache_shape
+from bot.engine.cache import CacheShape, default_cache_shape
+from bot.engine.runner import ModelRunner
+from bot.engine.sampler import sample
+from bot.engine.scheduler import PrefillChunk
+from tests.engine.reference import NUM_REFERENCE_TOKENS
 from tests.support.models import build_random_model
-
-NUM_REFERENCE_TOKENS = 14
-TEXTS = (
-    "你好",
-    "What is the capital of France?",
-    "Write a haiku about the sea, please: five, seven and five syllables.",
-    "Explain, step by step, why the sky is blue at noon but red at sunset. Use **Markdown**.",
-)
-
-
-def chat_prompt(tokenizer, text: str) -> list[int]:
-    return list(
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-        )["input_ids"]
-    )
-
-
-def generate_greedy(model, prompt: Sequence[int], num_tokens: int) -> list[int]:
-    """transformers' greedy tokens after `prompt` (EOS not special, so always `num_tokens`)."""
-    ids = torch.tensor([list(prompt)])
-    with torch.no_grad():
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=num_tokens,
-            min_new_tokens=num_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-    return out[0, len(prompt) :].tolist()
-
-
-@pytest.fixture(scope="module")
-def prompts(tokenizer) -> list[list[int]]:
-    found = [chat_prompt(tokenizer, text) for text in TEXTS]
-    assert len({len(prompt) for prompt in found}) == len(found)  # rows at different positions
-    return found
-
-
-@pytest.fixture(scope="module")
-def expected(random_model, prompts) -> dict[tuple[int, ...], list[int]]:
-    """Each prompt's greedy continuation, generated alone by transformers."""
-    return {
-        tuple(prompt): generate_greedy(random_model, prompt, NUM_REFERENCE_TOKENS)
-        for prompt in prompts
-    }
 
 
 class Driver:
-    """Drives a ModelRunner the way LocalEngine does, recording each slot's generated tokens."""
+    """Drives a ModelRunner the way the worker does, recording each slot's generated tokens."""
 
     def __init__(self, runner: ModelRunner) -> None:
         self.runner = runner
@@ -74,9 +25,9 @@ class Driver:
     def prefill(
         self, slot: int, prompt: list[int], *, start: int = 0, end: int | None = None
     ) -> None:
-        """Prefill prompt[start:end] into `slot` without activating it (a partial prefill)."""
+        """Prefill prompt[start:end] into `slot` without completing it (a partial prefill)."""
         end = len(prompt) if end is None else end
-        self.runner.prefill(slot, prompt[start:end], start, is_last_chunk=False)
+        self.runner.launch([PrefillChunk(slot, tuple(prompt[start:end]), start)], [False], [], 0)
 
     def start(
         self,
@@ -88,39 +39,30 @@ class Driver:
         temperature: float = 0.0,
         top_p: float = 1.0,
     ) -> None:
-        """Prefill prompt[first:] (in chunks of `chunk`) and activate `slot` to decode."""
+        """Prefill prompt[first:] (in chunks of `chunk`); the last chunk makes `slot` decode."""
         self.runner.set_sampling(slot, temperature, top_p)
         chunk = chunk or len(prompt)
-        logits = None
         for start in range(first, len(prompt), chunk):
-            part = prompt[start : start + chunk]
+            part = tuple(prompt[start : start + chunk])
             is_last = start + len(part) >= len(prompt)
-            logits = self.runner.prefill(slot, part, start, is_last_chunk=is_last)
-            assert (logits is None) != is_last
-        token = self.runner.sample_first(logits, slot)
-        self.runner.activate(slot, token, len(prompt))
-        self.rows[slot] = (prompt, [int(token)])
+            step = self.runner.launch([PrefillChunk(slot, part, start)], [is_last], [], 0)
+            firsts, decoded = step.wait()
+            assert len(firsts) == int(is_last) and not decoded
+        self.rows[slot] = (prompt, firsts)
 
     def max_position(self) -> int:
         return max(len(prompt) + len(generated) - 1 for prompt, generated in self.rows.values())
 
     def step(self, num_steps: int = 1) -> None:
-        """Decode every active row together; active rows must be slots 0..n-1."""
+        """Decode every active row together, in whatever slots they are."""
         for _ in range(num_steps):
-            assert sorted(self.rows) == list(range(len(self.rows)))
-            tokens = self.runner.decode(len(self.rows), self.max_position()).tolist()
-            for slot, token in enumerate(tokens):
+            slots = sorted(self.rows)
+            _, tokens = self.runner.launch([], [], slots, self.max_position()).wait()
+            for slot, token in zip(slots, tokens, strict=True):
                 self.rows[slot][1].append(token)
 
-    def move(self, source: int, target: int) -> None:
-        prompt, generated = self.rows.pop(source)
-        self.runner.move_slot(source, target, len(prompt) + len(generated))
-        self.rows[target] = (prompt, generated)
-        self.runner.release(source)
-
     def finish(self, slot: int) -> list[int]:
-        """Drop `slot`'s row (its caller compacts the rest); returns its tokens."""
-        self.runner.release(slot)
+        """Drop `slot`'s row; returns its tokens."""
         return self.rows.pop(slot)[1]
 
     def tokens(self, slot: int) -> list[int]:
@@ -158,18 +100,10 @@ def test_greedy_tokens_of_each_prompt_alone_equal_generate(random_model, prompts
     runner = new_runner(random_model)
     for prompt in prompts:
         driver = Driver(runner)
-        if slot:  # rows below `slot` are busy with another prompt
-            for other in range(slot):
-                driver.start(other, prompts[0])
-        driver.start(slot, prompt)
-        if slot:
-            # decode() covers slots 0..n-1 only; run the row alone by moving it to slot 0.
-            for other in range(slot):
-                driver.finish(other)
-            driver.move(slot, 0)
+        driver.start(slot, prompt)  # any slot decodes: rows name their slot
         driver.step(NUM_REFERENCE_TOKENS - 1)
-        assert driver.tokens(0) == expected[tuple(prompt)]
-        driver.finish(0)
+        assert driver.tokens(slot) == expected[tuple(prompt)]
+        driver.finish(slot)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 8])
@@ -200,19 +134,18 @@ def test_several_prompts_packed_into_one_prefill_equal_generate(random_model, pr
     long_prompt = prompts[3]
     driver.prefill(0, long_prompt, end=9)  # an earlier chunk: the packed one continues it
     chunks = [
-        PrefillChunk(0, long_prompt[9:], 9),
-        PrefillChunk(1, prompts[0]),
-        PrefillChunk(2, prompts[1]),
+        PrefillChunk(0, tuple(long_prompt[9:]), 9),
+        PrefillChunk(1, tuple(prompts[0])),
+        PrefillChunk(2, tuple(prompts[1])),
     ]
     for chunk in chunks:
         runner.set_sampling(chunk.slot, 0.0, 1.0)
-    logits = runner.prefill_many(chunks)
-    assert logits.shape == (3, random_model.config.vocab_size)
-    tokens = runner.sample_rows(logits, [0, 1, 2])
+    assert runner.prefill(chunks).shape == (3, random_model.config.vocab_size)
+    # The same packed prefill, completing all three prompts, with their first decode step.
+    firsts, decoded = runner.launch(chunks, [True, True, True], [0, 1, 2], 64).wait()
     for slot, prompt in enumerate([long_prompt, prompts[0], prompts[1]]):
-        runner.activate(slot, tokens[slot], len(prompt))
-        driver.rows[slot] = (prompt, [int(tokens[slot])])
-    driver.step(6)
+        driver.rows[slot] = (prompt, [firsts[slot], decoded[slot]])
+    driver.step(5)
     for prompt, tokens in driver.rows.values():
         assert len(tokens) == 7
         assert_matches(expected, prompt, tokens)
@@ -238,50 +171,39 @@ def test_rows_at_different_positions_decode_together(random_model, prompts, expe
         assert_matches(expected, prompt, tokens)
 
 
-def test_moving_slots_compacts_the_batch_without_changing_tokens(random_model, prompts, expected):
+def test_rows_come_and_go_in_any_slots_without_changing_tokens(random_model, prompts, expected):
     runner = new_runner(random_model)
     driver = Driver(runner)
-    for slot in range(3):
+    for slot in (3, 1, 0):
         driver.start(slot, prompts[slot])
     driver.step(3)
-    finished = {tuple(prompts[0]): driver.finish(0)}
-    driver.move(2, 0)  # the last row fills the hole: rows stay 0..n-1
+    finished = {tuple(prompts[1]): driver.finish(1)}  # a hole in the middle: nothing moves
     driver.step(3)
-    driver.start(2, prompts[3])  # a newcomer in the slot the move left behind
+    driver.start(2, prompts[2])  # a newcomer in another free slot
     driver.step(2)
-    finished[tuple(prompts[1])] = driver.finish(1)
-    driver.move(2, 1)
+    finished[tuple(prompts[0])] = driver.finish(0)
     driver.step(3)
     for prompt, tokens in driver.rows.values():
         finished[tuple(prompt)] = tokens
-    assert len(finished) == 3 + 1
+    assert len(finished) == 4
     for prompt, tokens in finished.items():
         assert len(tokens) >= 4
         assert_matches(expected, list(prompt), tokens)
 
 
-def test_a_padded_decode_step_leaves_a_half_prefilled_slot_alone(random_model, prompts, expected):
-    # On a GPU, decode() replays a CUDA graph captured for the next batch bucket: with 3 rows
-    # active it computes 4, and the 4th is the slot where a long prompt is being prefilled in
-    # chunks between steps. That padding row must not write into the slot's cache.
+def test_padding_rows_leave_a_half_prefilled_slot_alone(random_model, prompts, expected):
+    # A step of 3 rows computes the 4-row bucket (on a GPU, the captured graph for 4). The
+    # padding row must not write into any slot's cache, such as the slot where a long prompt
+    # is being prefilled in chunks between steps.
     runner = new_runner(random_model)
     driver = Driver(runner)
-    driver.start(3, prompts[1])  # slot 3 held someone before: its decode state is stale
-    runner.release(3)
-    driver.rows.clear()
     for slot in range(3):
         driver.start(slot, prompts[slot])
     newcomer = prompts[3]
     runner.set_sampling(3, 0.0, 1.0)
     driver.prefill(3, newcomer, end=10)
-    bucket = next(b for b in runner.batch_buckets if b >= 3)
-    assert bucket == 4
-    for _ in range(5):  # what the captured graph for (4, length) computes, on the CPU
-        length = next(n for n in runner.length_buckets if n > driver.max_position())
-        with torch.inference_mode():
-            tokens = runner._decode_step(bucket, length)[:3].tolist()
-        for slot, token in enumerate(tokens):
-            driver.tokens(slot).append(token)
+    assert next(b for b in runner.batch_buckets if b >= 3) == 4
+    driver.step(5)
     driver.start(3, newcomer, first=10)
     driver.step(6)
     for prompt, tokens in driver.rows.values():
@@ -327,7 +249,7 @@ def test_a_different_seed_samples_differently(random_model, prompts):
 
 def test_a_sliding_window_model_is_refused():
     model = build_random_model(use_sliding_window=True, sliding_window=16)
-    with pytest.raises(EngineError, match="unsupported model architecture Qwen2ForCausalLM"):
+    with pytest.raises(EngineError, match="unsupported model architecture qwen2"):
         new_runner(model)
 
 
@@ -336,6 +258,7 @@ def test_a_model_of_another_shape_is_refused():
         def __init__(self) -> None:
             super().__init__()
             self.transformer = nn.Linear(4, 4)
+            self.config = build_random_model().config
 
     with pytest.raises(EngineError, match="unsupported model architecture Other"):
         new_runner(Other())
@@ -369,7 +292,7 @@ def test_nucleus_sampling_draws_from_the_nucleus_in_proportion():
     rows = 4000
     logits = probs.log().expand(rows, -1).contiguous()
     generator = torch.Generator().manual_seed(0)
-    tokens = runner_module._sample(logits, torch.ones(rows), torch.full((rows,), 0.9), generator)
+    tokens = sample(logits, torch.ones(rows), torch.full((rows,), 0.9), generator)
     counts = torch.bincount(tokens, minlength=4)[:4].tolist()
     assert sum(counts) == rows, "nothing is drawn from outside the nucleus"
     for count, p in zip(counts, (0.5, 0.3, 0.15, 0.0), strict=True):

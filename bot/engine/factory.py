@@ -1,0 +1,45 @@
+"""Build the local GPU engine from settings: tokenizer, weights, KV cache, runner, engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.engine.local import LocalEngine
+
+
+def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
+    """Load tokenizer and weights and size the KV cache (blocking: run it in a thread)."""
+    from bot.engine.loading import (
+        eos_token_ids,
+        load_tokenizer,
+        load_weights,
+        resolve_device,
+        size_cache,
+    )
+    from bot.engine.runner import ModelRunner
+
+    # A machine that cannot run this config (4-bit without a GPU) is told so at once, not after
+    # fetching the tokenizer, or failing to, which would hide the real problem.
+    resolve_device(settings.model)
+    # humming compiles its kernels on first use (about a minute) and caches them: beside the
+    # database, so a restart of the bot finds them. An operator's own setting wins.
+    os.environ.setdefault(
+        "HUMMING_CACHE_DIR", str(Path(settings.storage.path).resolve().parent / "kernel-cache")
+    )
+    tokenizer = load_tokenizer(settings.model)
+    weights = load_weights(settings.model)
+    shape = size_cache(weights, settings.model, settings.engine)
+    runner = ModelRunner(
+        weights, shape, use_cuda_graphs=settings.engine.cuda_graphs, seed=settings.engine.seed
+    )
+    engine = LocalEngine(
+        runner,
+        tokenizer,
+        eos_token_ids=eos_token_ids(settings.model, tokenizer),
+        max_queue=settings.engine.max_queue,
+        prefix_reuse=settings.engine.prefix_reuse,
+    )
+    return tokenizer, engine
