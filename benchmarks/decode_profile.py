@@ -4,8 +4,7 @@ Loads the random-weight 14B checkpoint that engine_throughput.py builds (buildin
 fills `--batch` slots with 256-token prompts, then
   * prints the kernels of one eager step at batch 1 and `--batch`, grouped by name, with their
     share of GPU time (what to optimize next);
-  * times CUDA-graph decode steps at batch 1-4, 8 and `--batch` (no engine around them), for
-    small batches both row by row and batched.
+  * times CUDA-graph decode steps at batch 1-4, 8 and `--batch` (no engine around them).
 Run: python benchmarks/decode_profile.py --fixture DIR --out DIR
 """
 
@@ -25,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_throughput import checkpoint_settings, random_prompts
 
-from bot.engine.loading import load_model
-from bot.engine.runner import CacheShape, ModelRunner, PrefillChunk
+from bot.engine.cache import CacheShape
+from bot.engine.loading import load_weights
+from bot.engine.runner import ModelRunner
+from bot.engine.scheduler import PrefillChunk
 
 log = logging.getLogger("profile")
 PROMPT = 256
@@ -37,26 +38,23 @@ def fill(runner: ModelRunner, batch: int) -> None:
     for slot in range(batch):
         runner.set_sampling(slot, 0.6, 0.95)
     for start in range(0, batch, 8):
-        chunks = [PrefillChunk(s, prompts[s]) for s in range(start, min(batch, start + 8))]
-        logits = runner.prefill_many(chunks)
-        tokens = runner.sample_rows(logits, [c.slot for c in chunks])
-        for chunk, token in zip(chunks, tokens, strict=True):
-            runner.activate(chunk.slot, token, PROMPT)
+        chunks = [PrefillChunk(s, tuple(prompts[s])) for s in range(start, min(batch, start + 8))]
+        runner.launch(chunks, [True] * len(chunks), [], 0).wait()
 
 
 def time_steps(runner: ModelRunner, batch: int, steps: int) -> float:
     """Median seconds of one graph-replayed decode step at `batch`."""
+    slots = list(range(batch))
     runner.positions[:batch] = PROMPT
-    runner.decode(batch, PROMPT)  # capture outside the timing
-    runner.positions[:batch] = PROMPT
+    runner.launch([], [], slots, PROMPT).wait()  # capture outside the timing
     times = []
     for _ in range(steps):
+        runner.positions[:batch] = PROMPT
         torch.cuda.synchronize()
         started = time.perf_counter()
-        runner.decode(batch, PROMPT + 50)
+        runner.launch([], [], slots, PROMPT + 50)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
-    runner.positions[:batch] = PROMPT
     return sorted(times)[len(times) // 2]
 
 
@@ -64,6 +62,7 @@ def kernel_table(runner: ModelRunner, batch: int, rows: int = 25) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
     runner.positions[:batch] = PROMPT
+    runner._set_rows(list(range(batch)))
     with torch.inference_mode():
         runner._decode_step(batch, 512)
         torch.cuda.synchronize()
@@ -107,20 +106,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/r1-14b-random"))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--quantization", default="nf4")
+    parser.add_argument("--quantization", default="int4")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    model = load_model(checkpoint_settings(args.fixture, args.checkpoint, args.quantization))
-    runner = ModelRunner(model, CacheShape(args.batch, 1024))
+    weights = load_weights(checkpoint_settings(args.fixture, args.checkpoint, args.quantization))
+    runner = ModelRunner(weights, CacheShape(args.batch, 1024))
+    runner.warm_up()
     fill(runner, args.batch)
     report: dict = {"quantization": args.quantization, "gpu": torch.cuda.get_device_name(0)}
     report["kernels_batch_1"] = kernel_table(runner, 1)
     report["kernels_batch_n"] = kernel_table(runner, args.batch)
 
-    # Step times for small batches run row by row (bitsandbytes' single-row kernel) and as one
-    # batch (dequantize + matmul), to place ModelRunner's row_wise_max_batch.
-    runner.batch_buckets = tuple(sorted({*runner.batch_buckets, 3}))
     # Unpadded step times (a bucket for 3 added), to see how a step's cost grows with its rows.
     runner.batch_buckets = tuple(sorted({*runner.batch_buckets, 3}))
     report["step_ms"] = {}

@@ -1,15 +1,19 @@
-"""Engine throughput on a GPU: our LocalEngine vs the notebook's way, nf4 and bf16, in one run.
+"""Engine throughput on a GPU: our LocalEngine in every precision vs the notebook's way, one run.
 
 Builds a random-weight model with DeepSeek-R1-Distill-Qwen-14B's exact config.json, saves it to
-a RAM disk, and loads it back through the bot's own loader (so nf4 is quantized as in
-production). For each precision it measures, with 256-token prompts and 256 new tokens (EOS
-ignored so every request runs to full length), chats arriving `--gap` seconds apart:
+a RAM disk, and loads it back through the bot's own loader (so every format is quantized from
+the 16-bit checkpoint as in production). For each precision it measures, with 256-token prompts
+and 256 new tokens (EOS ignored so every request runs to full length), chats arriving `--gap`
+seconds apart:
   * ours: 1, 8 and 32 concurrent chats through LocalEngine (continuous batching, CUDA graphs),
-    plus one chat arriving while 31 others decode;
-  * baseline ("the notebook's way"): one `model.generate()` with a TextIteratorStreamer in a
-    thread at a time, requests queued first come first served;
-  * nf4 under a 15 GiB memory cap: 4 concurrent dialogues of 4096 tokens each.
-Writes JSON and a PNG plot. Run: python benchmarks/engine_throughput.py --fixture DIR --out DIR
+    plus one chat arriving while 31 others decode, and the graph-only decode rate at 32 rows
+    (the runner's captured step replayed back to back: what the host work must not eat into);
+  * 4-bit formats under a 15 GiB memory cap (a 16 GB card): 4 dialogues of 4096 tokens each;
+  * baseline ("the notebook's way", once, in nf4): one transformers `generate()` with a
+    TextIteratorStreamer in a thread at a time, requests queued first come first served.
+Writes JSON (with each precision's ratios to the notebook's way and the physical limit of a
+step: its weight bytes at the measured memory bandwidth) and a PNG plot.
+Run: python benchmarks/engine_throughput.py --fixture DIR --out DIR
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.config import EngineSettings, ModelSettings
 from bot.engine.base import Finished, GenerationRequest, SamplingParams
-from bot.engine.loading import load_model, load_tokenizer, size_cache
+from bot.engine.cache import CacheShape
+from bot.engine.loading import load_tokenizer, load_weights, size_cache, weights_bytes
 from bot.engine.local import LocalEngine
-from bot.engine.runner import CacheShape, ModelRunner
+from bot.engine.runner import ModelRunner
+from bot.engine.scheduler import PrefillChunk
 
 log = logging.getLogger("bench")
 PROMPT_TOKENS = 256
@@ -162,15 +168,42 @@ async def late_arrival_ttft(engine: LocalEngine, prompts: list[list[int]]) -> fl
     return finished.first_token_seconds
 
 
-def make_engine(model, tokenizer, shape: CacheShape) -> LocalEngine:
-    runner = ModelRunner(model, shape, use_cuda_graphs=True, seed=0)
+def make_engine(weights, tokenizer, shape: CacheShape) -> LocalEngine:
+    runner = ModelRunner(weights, shape, use_cuda_graphs=True, seed=0)
     # No EOS: random weights would stop at random places; every request runs to full length.
     return LocalEngine(runner, tokenizer, eos_token_ids=(), max_queue=1024)
+
+
+def graph_only_rate(weights, rows: int, steps: int = 50) -> dict:
+    """Tokens/s of the captured decode step at `rows` replayed back to back (no engine)."""
+    runner = ModelRunner(weights, CacheShape(num_slots=rows, slot_tokens=2048), seed=0)
+    runner.warm_up()
+    slots = list(range(rows))
+    prompts = random_prompts(rows, PROMPT_TOKENS, 5)
+    for slot in slots:
+        runner.set_sampling(slot, TEMPERATURE, TOP_P)
+    chunks = [PrefillChunk(slot, tuple(prompts[slot])) for slot in slots]
+    for start in range(0, rows, 8):
+        runner.launch(chunks[start : start + 8], [True] * len(chunks[start : start + 8]), [], 0)
+    position = PROMPT_TOKENS + NEW_TOKENS // 2  # mid-answer, like the engine's average row
+    runner.positions[:rows] = position
+    runner.launch([], [], slots, position).wait()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        runner.launch([], [], slots, position)
+    torch.cuda.synchronize()
+    step = (time.perf_counter() - started) / steps
+    del runner
+    gc.collect()
+    torch.cuda.empty_cache()
+    return {"rows": rows, "step_ms": step * 1000, "tokens_per_s": rows / step}
 
 
 async def bench_ours(model, tokenizer, gap: float) -> dict:
     results: dict = {}
     engine = make_engine(model, tokenizer, CacheShape(num_slots=32, slot_tokens=2048))
+    log.info("ours: warming up (kernel compilation, graph capture)")
     started = time.perf_counter()
     async with engine:
         results["warm_up_s"] = time.perf_counter() - started
@@ -301,7 +334,28 @@ def warm_up_baseline(model, tokenizer) -> None:
     torch.cuda.synchronize()
 
 
-def bench_baseline(model, tokenizer, gap: float, budget_s: float) -> dict:
+def bench_baseline(checkpoint: Path, tokenizer, gap: float, budget_s: float) -> dict:
+    """The notebook's way on transformers' own nf4 model (double quantization, bf16 compute)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        checkpoint, quantization_config=quant, dtype=torch.bfloat16, device_map={"": 0}
+    ).eval()
+    try:
+        return _bench_baseline(model, tokenizer, gap, budget_s)
+    finally:
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def _bench_baseline(model, tokenizer, gap: float, budget_s: float) -> dict:
     warm_up_baseline(model, tokenizer)
     results = {"1": serve_baseline(model, tokenizer, random_prompts(1, PROMPT_TOKENS, 1), gap, 1e9)}
     log.info("baseline  1 chat: %s", brief(results["1"]))
@@ -348,25 +402,20 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for precision, color in (("nf4", "tab:blue"), ("bf16", "tab:orange")):
-        data = report["precisions"].get(precision)
-        if not data:
+    chats = [1, 8, 32]
+    colors = {"int4": "tab:green", "fp8": "tab:purple", "nf4": "tab:blue", "bf16": "tab:orange"}
+    for precision, data in report["precisions"].items():
+        if "ours" not in data:
             continue
-        chats = [1, 8, 32]
         ours = [data["ours"][str(c)]["total_tokens_per_s"] for c in chats]
-        ax.plot(chats, ours, "o-", color=color, label=f"ours, {precision}")
-        base = data["baseline"]
-        base_rate = [
-            base["1"]["total_tokens_per_s"],
-            base["32"]["total_tokens_per_s"],
-            base["32"]["total_tokens_per_s"],
-        ]
-        ax.plot(
-            chats, base_rate, "s--", color=color, alpha=0.6, label=f"notebook's way, {precision}"
-        )
+        ax.plot(chats, ours, "o-", color=colors.get(precision), label=f"ours, {precision}")
+    notebook = report.get("notebook")
+    if notebook:
+        base = [notebook["1"]["total_tokens_per_s"], *[notebook["32"]["total_tokens_per_s"]] * 2]
+        ax.plot(chats, base, "s--", color="grey", label="notebook's way (nf4, queued)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xticks([1, 8, 32], ["1", "8", "32"])
+    ax.set_xticks(chats, [str(c) for c in chats])
     ax.set_xlabel("concurrent chats")
     ax.set_ylabel("generated tokens/s (all chats)")
     ax.set_title(
@@ -385,7 +434,7 @@ async def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/r1-14b-random"))
-    parser.add_argument("--precisions", default="nf4,bf16")
+    parser.add_argument("--precisions", default="int4,fp8,nf4,bf16")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between chat arrivals")
     parser.add_argument(
         "--baseline-budget",
@@ -412,67 +461,126 @@ async def main() -> None:
 
     report["transformers"] = transformers.__version__
     report["bitsandbytes"] = bitsandbytes.__version__
-    for precision in args.precisions.split(","):
-        quantization = {"nf4": "nf4", "bf16": "none"}[precision]
-        settings = checkpoint_settings(args.fixture, args.checkpoint, quantization)
-        started = time.perf_counter()
-        model = load_model(settings)
-        tokenizer = load_tokenizer(settings)
-        entry: dict = {
-            "load_s": time.perf_counter() - started,
-            "weights_gib": torch.cuda.memory_allocated() / GiB,
-        }
-        # What the bot would choose by default on this GPU (sizing only, nothing allocated).
-        shape = size_cache(model, ModelSettings(), EngineSettings())
-        entry["default_cache_shape"] = {"slots": shape.num_slots, "slot_tokens": shape.slot_tokens}
-        entry["ours"] = await bench_ours(model, tokenizer, args.gap)
-        if precision == "nf4":
-            entry["memory_cap_16gb_card"] = await bench_memory_cap(model, tokenizer, 15.0, 4, 4096)
-            log.info(
-                "nf4 under a 15 GiB cap, 4 x 4096-token dialogues: %s",
-                brief(entry["memory_cap_16gb_card"]),
-            )
-        if not args.skip_baseline:
-            entry["baseline"] = bench_baseline(model, tokenizer, args.gap, args.baseline_budget)
-        report["precisions"][precision] = entry
+    report["memory_bandwidth_tb_s"] = copy_bandwidth() / 1e12
+    tokenizer = load_tokenizer(checkpoint_settings(args.fixture, args.checkpoint, "none"))
+    if not args.skip_baseline:
+        report["notebook"] = bench_baseline(
+            args.checkpoint, tokenizer, args.gap, args.baseline_budget
+        )
         (args.out / "engine_throughput.json").write_text(json.dumps(report, indent=2))
-        del model
+    for precision in args.precisions.split(","):
+        try:
+            report["precisions"][precision] = await bench_precision(
+                args, precision, tokenizer, report
+            )
+        except Exception as exc:  # one failing format must not cost the others' figures
+            log.exception("%s failed", precision)
+            report["precisions"][precision] = {"error": repr(exc)}
+        (args.out / "engine_throughput.json").write_text(json.dumps(report, indent=2))
         gc.collect()
         torch.cuda.empty_cache()
-
-    nf4 = report["precisions"].get("nf4")
-    if nf4 and "baseline" in nf4:
-        ours, base = nf4["ours"], nf4["baseline"]
-        report["ratio_single_stream"] = (
-            ours["1"]["decode_tokens_per_s_per_chat_median"]
-            / base["1"]["decode_tokens_per_s_per_chat_median"]
-        )
-        report["ratio_32_chats"] = (
-            ours["32"]["total_tokens_per_s"] / base["32"]["total_tokens_per_s"]
-        )
-        report["first_token_p95_s_at_32"] = ours["32"]["first_token_p95_s"]
+    add_ratios(report)
     (args.out / "engine_throughput.json").write_text(json.dumps(report, indent=2))
-    if all("baseline" in v for v in report["precisions"].values()):
-        plot(report, args.out / "engine_throughput.png")
+    plot(report, args.out / "engine_throughput.png")
     print_table(report)
 
 
+QUANTIZATION_OF = {"int4": "int4", "fp8": "fp8", "nf4": "nf4", "bf16": "none"}
+
+
+async def bench_precision(args, precision: str, tokenizer, report: dict) -> dict:
+    settings = checkpoint_settings(args.fixture, args.checkpoint, QUANTIZATION_OF[precision])
+    started = time.perf_counter()
+    weights = load_weights(settings)
+    entry: dict = {
+        "load_s": time.perf_counter() - started,
+        "weights_gib": torch.cuda.memory_allocated() / GiB,
+    }
+    # The bytes one decode step must read: every layer's weights and the LM head.
+    read = weights_bytes(weights) - weights.embed.numel() * weights.embed.element_size()
+    entry["weights_read_per_step_gib"] = read / GiB
+    bandwidth = report["memory_bandwidth_tb_s"] * 1e12
+    entry["physical_limit_single_stream_tokens_per_s"] = bandwidth / read
+    # What the bot would choose by default on this GPU (sizing only, nothing allocated).
+    shape = size_cache(weights, ModelSettings(), EngineSettings())
+    entry["default_cache_shape"] = {"slots": shape.num_slots, "slot_tokens": shape.slot_tokens}
+    entry["ours"] = await bench_ours(weights, tokenizer, args.gap)
+    entry["graph_only_32"] = graph_only_rate(weights, 32)
+    entry["engine_share_of_graph_rate_32"] = (
+        entry["ours"]["32"]["total_tokens_per_s"] / entry["graph_only_32"]["tokens_per_s"]
+    )
+    log.info(
+        "%s: graph-only %.0f tok/s at 32 rows; the engine reaches %.0f%% of it",
+        precision,
+        entry["graph_only_32"]["tokens_per_s"],
+        100 * entry["engine_share_of_graph_rate_32"],
+    )
+    if precision in ("int4", "nf4"):
+        entry["memory_cap_16gb_card"] = await bench_memory_cap(weights, tokenizer, 15.0, 4, 4096)
+        log.info(
+            "%s under a 15 GiB cap, 4 x 4096-token dialogues: %s",
+            precision,
+            brief(entry["memory_cap_16gb_card"]),
+        )
+    del weights
+    return entry
+
+
+def copy_bandwidth() -> float:
+    """Device memory bandwidth in bytes/s: a 4 GiB device-to-device copy, read + write."""
+    source = torch.empty(4 * GiB, dtype=torch.uint8, device="cuda")
+    target = torch.empty_like(source)
+    target.copy_(source)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(5):
+        target.copy_(source)
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / 5
+    del source, target
+    torch.cuda.empty_cache()
+    return 2 * 4 * GiB / seconds
+
+
+def add_ratios(report: dict) -> None:
+    """Each precision's figures over the notebook's way (one generate() at a time, nf4)."""
+    notebook = report.get("notebook")
+    if not notebook:
+        return
+    for entry in report["precisions"].values():
+        ours = entry.get("ours")
+        if not ours:
+            continue
+        entry["ratio_to_notebook"] = {
+            "single_stream": ours["1"]["decode_tokens_per_s_per_chat_median"]
+            / notebook["1"]["decode_tokens_per_s_per_chat_median"],
+            "32_chats": ours["32"]["total_tokens_per_s"] / notebook["32"]["total_tokens_per_s"],
+        }
+
+
 def print_table(report: dict) -> None:
-    print("\nprecision | who | chats | total tok/s | tok/s/chat | TTFT p50 | TTFT p95 | peak GiB")
+    print("\nprecision | chats | total tok/s | tok/s/chat | TTFT p50 | TTFT p95 | peak GiB")
+    rows = [(p, d.get("ours", {})) for p, d in report["precisions"].items()]
+    rows.append(("notebook", report.get("notebook", {})))
+    for precision, results in rows:
+        for chats, row in results.items():
+            if not isinstance(row, dict) or "total_tokens_per_s" not in row:
+                continue
+            print(
+                f"{precision} | {chats} | {row['total_tokens_per_s']:.1f} | "
+                f"{row['decode_tokens_per_s_per_chat_median']:.1f} | "
+                f"{row['first_token_p50_s']:.3f} | {row['first_token_p95_s']:.3f} | "
+                f"{row['peak_gpu_gib']:.1f}"
+            )
     for precision, data in report["precisions"].items():
-        for who in ("ours", "baseline"):
-            for chats, row in sorted(data.get(who, {}).items()):
-                if not isinstance(row, dict):
-                    continue
-                print(
-                    f"{precision} | {who} | {chats} | {row['total_tokens_per_s']:.1f} | "
-                    f"{row['decode_tokens_per_s_per_chat_median']:.1f} | "
-                    f"{row['first_token_p50_s']:.3f} | {row['first_token_p95_s']:.3f} | "
-                    f"{row['peak_gpu_gib']:.1f}"
-                )
-    for key in ("ratio_single_stream", "ratio_32_chats", "first_token_p95_s_at_32"):
-        if key in report:
-            print(f"{key}: {report[key]:.2f}")
+        extra = {
+            k: data[k] for k in ("ratio_to_notebook", "engine_share_of_graph_rate_32") if k in data
+        }
+        if "graph_only_32" in data:
+            extra["graph_only_32_tok_s"] = round(data["graph_only_32"]["tokens_per_s"])
+        if "error" in data:
+            extra["error"] = data["error"]
+        print(precision, json.dumps(extra))
 
 
 if __name__ == "__main__":
