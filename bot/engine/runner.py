@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bot.engine.base import EngineError
 from bot.engine.cache import CacheShape
@@ -39,6 +40,11 @@ _MIN_LENGTH_BUCKET = 256
 # humming's are compiled, about a minute each) per range of rows: a few fixed sizes, all
 # compiled at warm-up, mean no user's odd-sized prompt ever waits for a compilation.
 PREFILL_BUCKETS = (32, 128, 512, 2048)
+_PREFILL_BACKENDS = [
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
 _NUM_OUTPUT_BUFFERS = 4  # host copies of step outputs in flight at once (pinned, reused)
 
 
@@ -115,9 +121,9 @@ class ModelRunner:
         self._rows: tuple[int, ...] = ()
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._use_graphs = use_cuda_graphs and self.device.type == "cuda"
-        is_cuda = self.device.type == "cuda"
+        self._is_cuda = self.device.type == "cuda"
         self._outputs = [
-            torch.zeros(2 * slots, dtype=torch.long, pin_memory=is_cuda)
+            torch.zeros(2 * slots, dtype=torch.long, pin_memory=self._is_cuda)
             for _ in range(_NUM_OUTPUT_BUFFERS)
         ]
         self._next_output = itertools.cycle(range(_NUM_OUTPUT_BUFFERS))
@@ -197,9 +203,9 @@ class ModelRunner:
         rows = [i for i, done in enumerate(completing) if done]
         if not rows:
             return None
-        slots = torch.tensor([chunks[i].slot for i in rows], device=self.device)
-        ends = torch.tensor([chunks[i].end for i in rows], device=self.device)
-        row_index = torch.tensor(rows, device=self.device)
+        slots = self._to_device([chunks[i].slot for i in rows])
+        ends = self._to_device([chunks[i].end for i in rows])
+        row_index = self._to_device(rows)
         tokens = sample(
             logits[row_index], self.temperature[slots], self.top_p[slots], self.generator
         )
@@ -212,23 +218,14 @@ class ModelRunner:
         num_tokens = sum(len(c.token_ids) for c in chunks)
         num_padding = _prefill_bucket(num_tokens) - num_tokens
         # Padding rows: token 0 at position 0 of the dummy slot (nothing is written for them).
-        ids = torch.tensor(
-            [t for chunk in chunks for t in chunk.token_ids] + [0] * num_padding,
-            dtype=torch.long,
-            device=self.device,
+        ids = self._to_device([t for c in chunks for t in c.token_ids] + [0] * num_padding)
+        positions = self._to_device(
+            [p for c in chunks for p in range(c.start, c.end)] + [0] * num_padding
         )
-        positions = torch.cat(
-            [
-                *(torch.arange(c.start, c.end) for c in chunks),
-                torch.zeros(num_padding, dtype=torch.long),
-            ]
-        ).to(self.device)
-        slots = torch.cat(
-            [
-                *(torch.full((len(c.token_ids),), c.slot, dtype=torch.long) for c in chunks),
-                torch.full((num_padding,), self.cache_shape.num_slots, dtype=torch.long),
-            ]
-        ).to(self.device)
+        slots = self._to_device(
+            [c.slot for c in chunks for _ in c.token_ids]
+            + [self.cache_shape.num_slots] * num_padding
+        )
         masks = [self._chunk_mask(c) for c in chunks]
         hidden = F.embedding(ids, weights.embed)
         residual = None
@@ -243,7 +240,7 @@ class ModelRunner:
                 num = len(chunk.token_ids)
                 keys = self.k_cache[index, chunk.slot, :, : chunk.end][None]
                 values = self.v_cache[index, chunk.slot, :, : chunk.end][None]
-                out = F.scaled_dot_product_attention(
+                out = _prefill_attention(
                     q[offset : offset + num].transpose(0, 1)[None],
                     keys,
                     values,
@@ -258,9 +255,7 @@ class ModelRunner:
             attended = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
             x, residual = ops.add_rms_norm(layer.o(attended), residual, layer.post_norm)
             hidden = layer.down(ops.silu_mul(layer.gate_up(x)))
-        ends = torch.tensor(
-            list(itertools.accumulate(len(c.token_ids) for c in chunks)), device=self.device
-        )
+        ends = self._to_device(list(itertools.accumulate(len(c.token_ids) for c in chunks)))
         last, _ = ops.add_rms_norm(hidden[ends - 1], residual[ends - 1], weights.norm)
         return weights.lm_head(last).float()
 
@@ -295,8 +290,17 @@ class ModelRunner:
         if rows == self._rows:
             return
         padded = [*rows, *[self.cache_shape.num_slots] * (len(self.row_slots) - len(rows))]
-        self.row_slots.copy_(torch.tensor(padded, dtype=torch.long), non_blocking=True)
+        self.row_slots.copy_(self._to_device(padded))
         self._rows = rows
+
+    def _to_device(self, values: Sequence[int]) -> torch.Tensor:
+        """Host ints as a device tensor, copied in stream order without waiting for the device.
+
+        A copy from ordinary (pageable) memory would block the host until the device reached
+        it, so the worker could not queue the next step while the current one runs.
+        """
+        host = torch.tensor(values, dtype=torch.long, pin_memory=self._is_cuda)
+        return host.to(self.device, non_blocking=True)
 
     def _decode_step(self, batch: int, length: int) -> torch.Tensor:
         """Decode rows 0..batch-1 (their slots' keys up to `length` with the torch ops)."""
@@ -357,6 +361,28 @@ class ModelRunner:
             event = torch.cuda.Event()
             event.record()
         return StepTokens(host, event, num_prefill, num_decode)
+
+
+def _prefill_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    enable_gqa: bool,
+) -> torch.Tensor:
+    """SDPA for a prefill chunk, never on cuDNN's backend.
+
+    A chunk that continues a cached prefix needs an explicit mask. On an H200 such prefills
+    took up to a second the first time a new (query, key) length pair came up (cause not
+    confirmed; cuDNN's backend builds an execution plan per shape). Flash and memory-efficient
+    attention take any shape at once.
+    """
+    with sdpa_kernel(_PREFILL_BACKENDS):
+        return F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=enable_gqa
+        )
 
 
 def _prefill_bucket(num_tokens: int) -> int:
