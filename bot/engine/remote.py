@@ -209,6 +209,7 @@ class OpenAIEngine:
         read_timeout: float = 300.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        probe_interval: float = 15.0,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._model = model
@@ -228,6 +229,8 @@ class OpenAIEngine:
         self._refusal: str | None = "the engine is not running"
         self._never_broken: asyncio.Future[str] | None = None
         self._is_up = False
+        self._probe_interval = probe_interval
+        self._probe: asyncio.Task[None] | None = None  # asks GET /models while the server is down
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIEngine:
@@ -271,7 +274,11 @@ class OpenAIEngine:
 
     @property
     def is_up(self) -> bool:
-        """Whether the server answered the last time it was asked (for /healthz)."""
+        """Whether the server answered the last time it was asked (for /healthz).
+
+        After a failure it is asked again every `probe_interval` seconds until it answers, so
+        this turns true again without waiting for a user's message.
+        """
         return self._is_up and self._client is not None
 
     async def __aenter__(self) -> OpenAIEngine:
@@ -299,6 +306,8 @@ class OpenAIEngine:
         if self._client is None:
             return
         self._refusal = "the engine is shutting down"
+        if self._probe is not None:
+            self._probe.cancel()
         jobs = list(self._jobs)
         for job in jobs:
             self._end(job, FinishReason.SHUTDOWN)
@@ -380,6 +389,26 @@ class OpenAIEngine:
             if isinstance(length, int) and length > 0:
                 self._max_sequence_tokens = min(self._max_sequence_tokens, length)
                 break
+
+    def _mark_up(self) -> None:
+        self._is_up = True
+
+    def _mark_down(self) -> None:
+        self._is_up = False
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        while self._client is not None and not self._is_up:
+            await asyncio.sleep(self._probe_interval)
+            if self._client is None:
+                return
+            try:
+                response = await self._client.get("models")
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                self._is_up = True
 
     # ---- the queue ---------------------------------------------------------------------
 
@@ -510,15 +539,15 @@ class OpenAIEngine:
             ) as response:
                 if response.status_code != 200:
                     await self._refuse(response)
-                self._is_up = True
+                self._mark_up()
                 if "text/event-stream" not in response.headers.get("content-type", ""):
                     raise _Failed("the model server did not stream its answer")
                 return await self._read_events(job, EventSource(response))
         except httpx.TimeoutException:
-            self._is_up = job.first_token_at is not None
+            # Up, or busy with other answers: either way not a reason to report it down.
             raise _Failed("the model server did not answer in time") from None
         except httpx.TransportError as exc:
-            self._is_up = False
+            self._mark_down()
             if job.first_token_at is None:
                 raise _Retry(
                     f"cannot reach the model server ({_describe_transport(exc)})"
@@ -531,7 +560,10 @@ class OpenAIEngine:
         await response.aread()
         message = _server_message(response.content, self._api_key.value)
         if status in _RETRY_STATUSES:
-            self._is_up = status == 429
+            if status == 429:  # busy, but there
+                self._mark_up()
+            else:
+                self._mark_down()
             text = "the model server is busy" if status == 429 else "the model server failed"
             raise _Retry(f"{text} (HTTP {status})", _retry_after(response))
         log.warning("openai request refused: HTTP %d %s", status, message)

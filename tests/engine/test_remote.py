@@ -24,7 +24,7 @@ from bot.engine.base import (
 )
 from bot.engine.remote import OpenAIEngine, ReasoningForm, RetryPolicy, build_openai_engine
 from bot.types import AnswerDelta, ChatMessage, ReasoningDelta
-from tests.engine.streams import Reader, collect
+from tests.engine.streams import HANG_GUARD_SECONDS, Reader, collect
 from tests.fakes.openai_api import (
     DEFAULT_MODEL,
     Comment,
@@ -343,6 +343,25 @@ async def test_a_server_that_went_away_is_retried_then_fails(server, sleeps):
     assert result.reason == FinishReason.ERROR
     assert result.finished.error.startswith("cannot reach the model server")
     assert sleeps.delays == [1.0]
+
+
+async def test_is_up_follows_the_server_without_waiting_for_a_message(server, sleeps):
+    retry = RetryPolicy(max_attempts=1)
+    async with engine_for(server, sleeps, retry=retry, probe_interval=0.01) as engine:
+        assert engine.is_up
+        server.models_status = 503
+        server.script([Refuse(503, "down")])
+        failed = await collect(engine.submit(request()))
+        assert failed.reason == FinishReason.ERROR
+        assert not engine.is_up
+        num_lists = server.num_model_lists
+        await server.wait_for(lambda: server.num_model_lists >= num_lists + 2)  # asked again
+        assert not engine.is_up
+        server.models_status = 200
+        async with asyncio.timeout(HANG_GUARD_SECONDS):
+            while not engine.is_up:
+                await asyncio.sleep(0.01)
+    assert not engine.is_up  # closed
 
 
 # -- slow answers, timeouts

@@ -167,6 +167,7 @@ class FakeOpenAI:
         )
         self.requests: list[dict[str, Any]] = []  # completion request bodies, in arrival order
         self.authorizations: list[str | None] = []  # the Authorization header of every call
+        self.num_model_lists = 0  # GET /models calls
         self.num_open = 0  # completion streams open now
         self.max_open = 0  # ... and the most at once
         self.num_disconnects = 0  # streams the client closed before the server finished
@@ -230,6 +231,8 @@ class FakeOpenAI:
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.num_model_lists += 1
+        await self._notify()
         refused = self._refused_auth(request)
         if refused is not None:
             return refused
