@@ -327,5 +327,7 @@ def _show(key: str, value: Any) -> str:
     """A value for an error message; secrets are never echoed."""
     if key.endswith(("token", "secret", "proxy", "api_key")):  # a proxy URL may carry a password
         return "<hidden>"
+    if isinstance(value, str) and "://" in value and "@" in value:  # user:password@ in a URL
+        return "<hidden>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -204,3 +204,10 @@ def test_the_api_key_never_appears_in_errors_or_repr(tmp_path):
     settings = load_settings(write(tmp_path, f"[openai]\napi_key = '{API_KEY}'\n"), env={})
     assert settings.openai.api_key == API_KEY
     assert API_KEY not in repr(settings.openai)
+
+
+def test_a_bad_base_url_with_a_password_is_not_echoed(tmp_path):
+    path = write(tmp_path, "[openai]\nbase_url = 'ftp://alice:pw-77x@host/v1'\n")
+    with pytest.raises(ConfigError, match=r"openai.base_url must be an http") as failed:
+        load_settings(path, env={})
+    assert "pw-77x" not in str(failed.value)
