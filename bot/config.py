@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 TOKEN_ENV = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
 
 
 class ConfigError(Exception):
@@ -37,6 +38,16 @@ def _is_proxy_url(value: str, schemes: tuple[str, ...]) -> bool:
     return url.scheme in schemes and bool(url.hostname)
 
 
+def _is_http_url(value: str) -> bool:
+    """http(s)://host[:port][/path] with a valid port."""
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 -- raises ValueError for a port that is not 1-65535
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname)
+
+
 _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "positive": (lambda v: v > 0, "must be greater than 0"),
     "non_negative": (lambda v: v >= 0, "must be 0 or more"),
@@ -45,6 +56,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "non_empty": (lambda v: len(v) > 0, "must not be empty"),
     "stop_strings": (lambda v: all(s for s in v), "must not contain empty strings"),
     "port": (lambda v: 0 < v < 65536, "must be a TCP port (1-65535)"),
+    "port_or_off": (lambda v: 0 <= v < 65536, "must be a TCP port (1-65535), or 0 for off"),
+    "http_url": (_is_http_url, "must be an http:// or https:// URL"),
     # httpx (Telegram) speaks HTTP and SOCKS to a proxy; aiohttp (Discord) only HTTP, and would
     # speak it to a socks5:// proxy too. Both echo a malformed URL, password included, in
     # their errors: checked here, the error names the key and leaves the value out.
@@ -84,6 +97,8 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
+    # "local": the model on this machine's GPU; "openai": an OpenAI-compatible server ([openai]).
+    backend: Literal["local", "openai"] = "local"
     # 0 = size from the GPU's free memory after loading.
     max_batch_size: int = field(default=0, metadata=_check("non_negative"))
     kv_cache_tokens: int = field(default=0, metadata=_check("non_negative"))
@@ -95,6 +110,25 @@ class EngineSettings:
     # Keep each dialogue's KV cache in its slot after an answer and reuse its common prefix on
     # the next turn (the slot stays free for others, reclaimed least recently used first).
     prefix_reuse: bool = True
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    """An OpenAI-compatible chat-completions server (vLLM, SGLang, a hosted API)."""
+
+    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata=_check("http_url"))
+    model: str = ""  # empty = the first id the server lists at GET {base_url}/models
+    api_key: str = field(default="", repr=False)  # a secret: never in logs or reprs
+    max_concurrency: int = field(default=64, metadata=_check("positive"))
+    connect_timeout: float = field(default=10.0, metadata=_check("positive"))
+    # The longest the server may stay silent (before the first token or between two chunks).
+    read_timeout: float = field(default=300.0, metadata=_check("positive"))
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int = field(default=0, metadata=_check("port_or_off"))  # 0 = no metrics server
+    listen: str = field(default="127.0.0.1", metadata=_check("non_empty"))
 
 
 @dataclass(frozen=True)
@@ -151,6 +185,8 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
@@ -191,7 +227,11 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             f'{source}: telegram.webhook_url is required when telegram.mode = "webhook"'
         )
-    if settings.model.quantization not in ("none", "auto") and settings.model.device == "cpu":
+    if (
+        settings.engine.backend == "local"  # a remote engine loads no weights here
+        and settings.model.quantization not in ("none", "auto")
+        and settings.model.device == "cpu"
+    ):
         raise ConfigError(
             f'{source}: model.quantization = "{settings.model.quantization}" needs a CUDA GPU, '
             'but model.device = "cpu"; set quantization = "none" to run on the CPU'
@@ -199,8 +239,11 @@ def _check_combinations(settings: Settings) -> None:
 
 
 def _apply_env(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
-    """Tokens from the env; a front-end with an env token and no explicit `enabled` is on."""
+    """Secrets from the env; a front-end with an env token and no explicit `enabled` is on."""
     updates: dict[str, Any] = {}
+    api_key = env.get(OPENAI_KEY_ENV, "").strip()
+    if api_key and not settings.openai.api_key:
+        updates["openai"] = dataclasses.replace(settings.openai, api_key=api_key)
     for name, var in TOKEN_ENV.items():
         section = getattr(settings, name)
         token = env.get(var, "").strip()
@@ -286,7 +329,9 @@ def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
 
 def _show(key: str, value: Any) -> str:
     """A value for an error message; secrets are never echoed."""
-    if key.endswith(("token", "secret", "proxy")):  # a proxy URL may carry a password
+    if key.endswith(("token", "secret", "proxy", "api_key")):  # a proxy URL may carry a password
+        return "<hidden>"
+    if isinstance(value, str) and "://" in value and "@" in value:  # user:password@ in a URL
         return "<hidden>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -18,19 +18,23 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_documents_every_key_with_its_default():
     example = load_settings(REPO / "config.example.toml", env={})
     defaults = Settings()
-    for section in (
+    sections = (
         "model",
         "generation",
         "engine",
+        "openai",
+        "metrics",
         "storage",
         "chat",
         "telegram",
         "discord",
         "logging",
-    ):
+    )
+    for section in sections:
         assert getattr(example, section) == getattr(defaults, section), section
     text = (REPO / "config.example.toml").read_text()
-    for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
+    for section in sections:
+        assert f"\n[{section}]\n" in text, f"[{section}] is not documented"
         for key in getattr(defaults, section).__dataclass_fields__:
             assert f"\n{key} =" in text, f"[{section}] {key} is not documented"
 
@@ -65,6 +69,14 @@ def test_missing_explicit_file_is_an_error(tmp_path):
         ("model = 3\n", r"\[model\] must be a table"),
         ("[model\n", r"not valid TOML"),
         ("[model]\ndevice = 'cpu'\n", r"needs a CUDA GPU"),
+        ("[engine]\nbackend = 'vllm'\n", r"engine.backend must be one of 'local', 'openai'"),
+        ("[openai]\nbase_url = 'localhost:8000'\n", r"openai.base_url must be an http"),
+        ("[openai]\nbase_url = 'http://h:99999/v1'\n", r"openai.base_url must be an http"),
+        ("[openai]\nmax_concurrency = 0\n", r"openai.max_concurrency must be greater than 0"),
+        ("[openai]\nconnect_timeout = -1\n", r"openai.connect_timeout must be greater than 0"),
+        ("[openai]\nread_timeout = 0\n", r"openai.read_timeout must be greater than 0"),
+        ("[metrics]\nport = 70000\n", r"metrics.port must be a TCP port \(1-65535\), or 0"),
+        ("[metrics]\nlisten = ''\n", r"metrics.listen must not be empty"),
     ],
 )
 def test_bad_values_name_the_key_and_the_file(tmp_path, text, expected):
@@ -155,3 +167,47 @@ def test_a_malformed_proxy_url_names_the_key_without_its_password(tmp_path, sect
 def test_a_well_formed_proxy_url_is_accepted(tmp_path, section, proxy):
     settings = load_settings(write(tmp_path, f'[{section}]\nproxy = "{proxy}"\n'), env={})
     assert getattr(settings, section).proxy == proxy
+
+
+def test_a_remote_backend_needs_no_gpu_for_a_quantized_model(tmp_path):
+    # Nothing is loaded here with backend = "openai": the quantization is the server's business.
+    path = write(tmp_path, "[engine]\nbackend = 'openai'\n[model]\ndevice = 'cpu'\n")
+    settings = load_settings(path, env={})
+    assert settings.engine.backend == "openai"
+    assert settings.model.quantization == "nf4"
+
+
+def test_remote_and_metrics_defaults():
+    settings = Settings()
+    assert settings.engine.backend == "local"
+    assert settings.openai.base_url == "http://127.0.0.1:8000/v1"
+    assert settings.openai.model == "" and settings.openai.max_concurrency == 64
+    assert settings.metrics.port == 0 and settings.metrics.listen == "127.0.0.1"
+
+
+API_KEY = "sk-test-9d8c7b6a"
+
+
+def test_the_api_key_comes_from_the_environment_unless_configured(tmp_path):
+    path = write(tmp_path, "[engine]\nbackend = 'openai'\n")
+    assert load_settings(path, env={"OPENAI_API_KEY": API_KEY}).openai.api_key == API_KEY
+    assert load_settings(path, env={}).openai.api_key == ""
+    configured = write(tmp_path, "[openai]\napi_key = 'from-file'\n")
+    settings = load_settings(configured, env={"OPENAI_API_KEY": API_KEY})
+    assert settings.openai.api_key == "from-file"
+
+
+def test_the_api_key_never_appears_in_errors_or_repr(tmp_path):
+    with pytest.raises(ConfigError, match=r"openai.api_key must be a string") as error:
+        load_settings(write(tmp_path, "[openai]\napi_key = [1, 2, 987654]\n"), env={})
+    assert "987654" not in str(error.value)
+    settings = load_settings(write(tmp_path, f"[openai]\napi_key = '{API_KEY}'\n"), env={})
+    assert settings.openai.api_key == API_KEY
+    assert API_KEY not in repr(settings.openai)
+
+
+def test_a_bad_base_url_with_a_password_is_not_echoed(tmp_path):
+    path = write(tmp_path, "[openai]\nbase_url = 'ftp://alice:pw-77x@host/v1'\n")
+    with pytest.raises(ConfigError, match=r"openai.base_url must be an http") as failed:
+        load_settings(path, env={})
+    assert "pw-77x" not in str(failed.value)
