@@ -287,7 +287,7 @@ def _tokenize(source: str) -> list[_Token]:
         if name is not None:
             tokens.append(_Token("cmd", name))
         elif symbol is not None:
-            tokens.append(_Token("cmd", symbol))
+            tokens.append(_Token("cmd", " " if symbol.isspace() else symbol))  # "\<newline>"
         elif space is not None:
             tokens.append(_Token("space", " "))
         else:
@@ -410,7 +410,6 @@ def _tidy(text: str, *, is_display: bool) -> str:
 
 
 _ROW_BREAK = _Token("cmd", "\\")
-_STOPS = ("&", "\\", "end")
 
 
 class _Parser:

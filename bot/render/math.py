@@ -109,7 +109,7 @@ def _code_blocks(text: str) -> list[_CodeBlock]:
 # and list markers.
 _CONTAINER = re.compile(r"(?:[ \t]*(?:>|[-+*](?=[ \t])|\d{1,9}[.)](?=[ \t])))*[ \t]*")
 _LIST_MARKER = re.compile(r"[-+*]|\d{1,9}[.)]")
-_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 _SPECIAL = re.compile(r"[\\`$]")
 _MATH_START = re.compile(r"[\\$]")
 _BOLD_RUN = re.compile(r"\*{2,}")

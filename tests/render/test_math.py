@@ -119,6 +119,13 @@ def test_display_math_inside_a_list_item_stays_in_the_item() -> None:
     assert html == "1. Step one:\nx = ½\n2. Step two: y = 2"
 
 
+def test_text_after_display_math_in_a_list_item_stays_in_the_item() -> None:
+    source = "1. \\[ x = 1 \\] so we are done\n2. Next"
+    assert render_math(source) == "1. x = 1\n   so we are done\n2. Next"
+    html = markdown_to_telegram_html(render_math(source))
+    assert html == "1. x = 1\nso we are done\n2. Next"
+
+
 def test_display_math_in_the_middle_of_a_line_gets_its_own_line() -> None:
     assert render_math(r"so \[ x = 1 \] and we stop") == "so \nx = 1\nand we stop"
     assert render_math(r"If $$\frac{x}{2} = 1$$ then") == "If \nx/2 = 1\nthen"
@@ -258,63 +265,16 @@ def test_every_prefix_of_a_corpus_answer_is_a_prefix_of_the_whole(name: str) -> 
 
 # -- properties --------------------------------------------------------------------------------
 
+# Fragments that, concatenated at random, make Markdown full of math, code and edge cases.
+# fmt: off
 _PIECES = [
-    "a",
-    "x",
-    "7",
-    " ",
-    " ",
-    "\n",
-    "\n\n",
-    "\\(",
-    "\\)",
-    "\\[",
-    "\\]",
-    "$",
-    "$$",
-    "$5",
-    "`",
-    "```\n",
-    "\n```\n",
-    "**",
-    "*",
-    "_",
-    "- ",
-    "1. ",
-    "> ",
-    "    ",
-    "\\frac{1}{2}",
-    "\\boxed{",
-    "}",
-    "{",
-    "x^2",
-    "a_{ij}",
-    "\\alpha",
-    "\\weird{x}",
-    "\\begin{aligned}",
-    "&",
-    "\\\\",
-    "\\end{aligned}",
-    "\\text{ if }",
-    "|",
-    "<",
-    "&amp;",
-    "#",
-    "\\",
-    "\\$",
-    "=",
-    "-",
-    "``",
-    "~~~\n",
-    "\t",
-    "\r",
-    "\\left(",
-    "\\right)",
-    "\\[\n",
-    "\n\\]",
-    "$x$",
-    "\\$5",
+    "a", "x", "7", " ", " ", "\n", "\n\n", "\\(", "\\)", "\\[", "\\]", "$", "$$", "$5", "`",
+    "```\n", "\n```\n", "**", "*", "_", "- ", "1. ", "> ", "    ", "\\frac{1}{2}", "\\boxed{",
+    "}", "{", "x^2", "a_{ij}", "\\alpha", "\\weird{x}", "\\begin{aligned}", "&", "\\\\",
+    "\\end{aligned}", "\\text{ if }", "|", "<", "&amp;", "#", "\\", "\\$", "=", "-", "``",
+    "~~~\n", "\t", "\r", "\\left(", "\\right)", "\\[\n", "\n\\]", "$x$", "\\$5",
 ]
+# fmt: on
 _markdownish = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
 _any_text = st.one_of(st.text(max_size=200), _markdownish)
 
