@@ -382,6 +382,12 @@ class _Converter:
         if converted is None:
             lines, guard = _fallback(source, is_display=is_display), _unchanged
         else:
+            if (
+                not is_display
+                and converted.startswith(BOLD_OPEN)
+                and self._is_glued_bold(converted)
+            ):
+                converted = " " + converted
             lines = [self._bold(_escape(line)) for line in converted.split("\n")]
             guard = _guard_line_start
         if not lines:
@@ -393,6 +399,11 @@ class _Converter:
         self.out.append("\n".join([first, *(prefix + guard(line) for line in lines[1:])]))
         if is_display:
             self.break_prefix = prefix
+
+    def _is_glued_bold(self, converted: str) -> bool:
+        """Would '**' sit between a letter and punctuation ("is**(1, 2)**": not bold)?"""
+        last = next((chunk[-1] for chunk in reversed(self.out) if chunk), "")
+        return last.isalnum() and not converted[1:2].isalnum()
 
     def _bold(self, line: str) -> str:
         # Inside **…** already: a boxed answer is bold anyway, and '**' would end the bold.

@@ -91,6 +91,11 @@ def test_r1_final_answer_block() -> None:
     assert _bold_texts(CORPUS["boxed_answer"]) == ["Final Answer", "7"]
 
 
+def test_boxed_answer_glued_to_a_word_is_still_bold() -> None:
+    assert _bold_texts(r"so x=\(\boxed{-3}\)") == ["-3"]
+    assert _bold_texts(r"the pair is\(\boxed{(1, 2)}\)") == ["(1, 2)"]
+
+
 def test_boxed_inside_bold_stays_one_bold_span() -> None:
     source = r"3. **The sum is \( \boxed{\frac{9}{2}} \).**"
     assert render_math(source) == "3. **The sum is 9/2.**"
