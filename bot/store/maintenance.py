@@ -113,8 +113,9 @@ async def backup_database(source: Path, target: Path, *, overwrite: bool = False
 
 async def _copy(source: Path, partial: Path) -> int:
     """Back `source` up into the empty file `partial`; returns the number of messages copied."""
-    # Read-only: the backup never changes the database, and a missing file is not created.
-    uri = f"file:{quote(str(source.resolve()))}?mode=ro"
+    # mode=rw: a missing file is not created. Only reads are made; unlike a read-only
+    # connection, closing this one removes the -wal/-shm files it opened (bot not running).
+    uri = f"file:{quote(str(source.resolve()))}?mode=rw"
     async with aiosqlite.connect(uri, uri=True) as src:
         await src.execute("PRAGMA busy_timeout = 5000")
         # The copy is used on src's thread, so it may not insist on its own.
