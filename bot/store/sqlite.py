@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 from collections.abc import Callable, Generator, Sequence
@@ -24,8 +23,6 @@ from bot.store.records import (
     message_from_row,
 )
 from bot.types import ChatKey, ReplyStatus
-
-log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -142,7 +139,7 @@ class SqliteStore:
                 conversation_id = await self._reply_conversation(conn, target, now)
             else:
                 conversation_id = target
-                await self._conversation_key(conn, conversation_id)  # StoreError if missing
+                await self._check_conversation(conn, conversation_id)
             reply_id = await replies.begin(conn, conversation_id, now)
             record = await replies.finish(
                 conn,
@@ -393,16 +390,12 @@ class SqliteStore:
             return int(rows[0][0])
         return await cls._current_conversation(conn, key, now)
 
-    async def _conversation_key(self, conn: aiosqlite.Connection, conversation_id: int) -> ChatKey:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT platform, chat_id, user_id FROM conversations WHERE id = ?",
-                (conversation_id,),
-            )
+    async def _check_conversation(self, conn: aiosqlite.Connection, conversation_id: int) -> None:
+        rows = await conn.execute_fetchall(
+            "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
         )
-        if not rows:
+        if not list(rows):
             raise StoreError(f"no conversation {conversation_id} in the database {self.path}")
-        return ChatKey(*rows[0])
 
 
 async def _open(path: str | os.PathLike[str], clock: Clock) -> SqliteStore:
