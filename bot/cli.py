@@ -1,4 +1,4 @@
-"""Command line: run | console | history | check."""
+"""Command line: run | console | history | check | backup."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import cli_data
 from bot.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -39,12 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     console = args.command == "console"
-    _configure_logging(settings, quiet=console or args.command == "history")
+    _configure_logging(settings, quiet=console or args.command in ("history", "backup"))
     try:
         if args.command == "check":
             return _check(settings)
+        if args.command == "history" and args.delete:
+            return asyncio.run(cli_data.delete_history(settings, args))
         if args.command == "history":
             return asyncio.run(_history(settings, args))
+        if args.command == "backup":
+            return asyncio.run(cli_data.backup(settings, args))
         if console:
             return asyncio.run(_console(settings))
         return asyncio.run(_run(settings))
@@ -65,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "serve the enabled front-ends (Telegram, Discord)"),
         ("console", "chat with the model in this terminal"),
         ("check", "validate the configuration and print it (without secrets)"),
-        ("history", "print stored messages as JSON lines"),
+        ("history", "print stored messages as JSON lines (or delete a user's with --delete)"),
+        ("backup", "copy the database to PATH, also while the bot runs"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument(
@@ -80,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
             )
             command.add_argument("--chat", help="only this chat id")
             command.add_argument("--user", help="only this user id")
+            command.add_argument(
+                "--delete", action="store_true", help="delete the --user's dialogues instead"
+            )
+            command.add_argument("--yes", action="store_true", help="delete without asking")
+        if name == "backup":
+            command.add_argument("path", type=Path, help="the new file (must not exist)")
+            command.add_argument("--force", action="store_true", help="replace PATH if it exists")
     return parser
 
 

@@ -134,6 +134,8 @@ class MetricsSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     path: str = field(default="bot.db", metadata=_check("non_empty"))
+    # An answer in progress is saved this often: a killed bot loses at most this much of it.
+    checkpoint_seconds: float = field(default=2.0, metadata=_check("positive"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class ChatKey:
 
 
 class ReplyStatus(enum.StrEnum):
-    """How an assistant reply ended; stored with the reply."""
+    """How an assistant reply ended (or that it is still being written); stored with the reply."""
 
     COMPLETE = "complete"  # the model finished (EOS or a stop string)
     LENGTH = "length"  # cut at max_new_tokens
@@ -32,6 +32,7 @@ class ReplyStatus(enum.StrEnum):
     TIMEOUT = "timeout"  # generation.timeout_seconds passed
     FAILED = "failed"  # the engine failed
     INTERRUPTED = "interrupted"  # the bot shut down (or was killed) mid-answer
+    STREAMING = "streaming"  # still being written: the stored text is the last checkpoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,11 @@ def test_missing_explicit_file_is_an_error(tmp_path):
         ("[generation]\ntop_p = 1.5\n", r"generation.top_p must be in \(0, 1\]"),
         ("[generation]\nmax_new_tokens = 0\n", r"generation.max_new_tokens must be greater than 0"),
         ("[generation]\nstop = ['']\n", r"generation.stop must not contain empty strings"),
+        (
+            "[storage]\ncheckpoint_seconds = 0\n",
+            r"storage.checkpoint_seconds must be greater than 0",
+        ),
+        ("[storage]\ncheckpoint_seconds = -1.5\n", r"storage.checkpoint_seconds must be greater"),
         ("[telegram]\nadmins = ['alice']\n", r"telegram.admins\[0\] must be an integer"),
         ("[telegram]\nenabled = 'yes'\n", r"telegram.enabled must be true or false"),
         ("[telegram]\nenabled = true\n", r"no token"),
@@ -116,6 +121,12 @@ def test_secrets_never_appear_in_errors_or_repr(tmp_path):
 def test_integers_are_accepted_for_float_keys(tmp_path):
     settings = load_settings(write(tmp_path, "[generation]\ntemperature = 1\n"), env={})
     assert settings.generation.temperature == 1.0
+
+
+def test_checkpoint_seconds_defaults_to_two_and_can_be_set(tmp_path):
+    assert load_settings(write(tmp_path, ""), env={}).storage.checkpoint_seconds == 2.0
+    settings = load_settings(write(tmp_path, "[storage]\ncheckpoint_seconds = 0.5\n"), env={})
+    assert settings.storage.checkpoint_seconds == 0.5
 
 
 def test_a_proxy_password_is_not_in_the_settings_repr():

@@ -50,6 +50,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, chat_id, name)
     ) WITHOUT ROWID;
     """,
+    # 3: replies stored while they stream (status 'streaming', text checkpointed) so that a
+    # killed bot keeps what the user saw; where a front-end shows each reply; deleting a
+    # user's data finds their dialogues by user.
+    """
+    ALTER TABLE messages ADD COLUMN location TEXT;
+    CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming';
+    CREATE INDEX conversations_by_user ON conversations (user_id, platform);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

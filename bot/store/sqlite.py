@@ -2,79 +2,46 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bot.store.migrations import SchemaTooNew, migrate, schema_version
+from bot.store import maintenance, replies
+from bot.store.connection import Database
+from bot.store.records import (
+    SELECT_MESSAGES,
+    DeletedData,
+    InterruptedReply,
+    MessageRecord,
+    StoreError,
+    fetch_message,
+    message_from_row,
+)
 from bot.types import ChatKey, ReplyStatus
-
-log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 SYSTEM_PROMPT_SETTING = "system_prompt"
 
-_MESSAGE_COLUMNS = """
-    m.id, m.conversation_id, c.platform, c.chat_id, c.user_id, m.role, m.content, m.reasoning,
-    m.status, m.num_prompt_tokens, m.num_generated_tokens, m.first_token_seconds,
-    m.total_seconds, m.created_at, m.finished_at
-    FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id
-"""
-
-
-class StoreError(Exception):
-    """The database cannot be opened or written; the text names the file."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """One stored message; `status` is a ReplyStatus value ('complete' for user messages)."""
-
-    id: int
-    conversation_id: int
-    key: ChatKey
-    role: str  # "user" | "assistant" | "system"
-    content: str  # the answer proper, without the reasoning
-    reasoning: str
-    status: str
-    num_prompt_tokens: int
-    num_generated_tokens: int
-    first_token_seconds: float | None
-    total_seconds: float | None  # None for user messages
-    created_at: str  # UTC, ISO 8601
-    finished_at: str | None  # when generation ended; None for user messages
-
-    def as_json(self) -> dict[str, Any]:
-        """A flat dict for JSON output (the `history` command)."""
-        return {
-            "id": self.id,
-            "conversation": self.conversation_id,
-            "conversation_id": self.conversation_id,
-            "platform": self.key.platform,
-            "chat_id": self.key.chat_id,
-            "user_id": self.key.user_id,
-            "role": self.role,
-            "content": self.content,
-            "reasoning": self.reasoning,
-            "status": self.status,
-            "num_prompt_tokens": self.num_prompt_tokens,
-            "num_generated_tokens": self.num_generated_tokens,
-            "first_token_seconds": self.first_token_seconds,
-            "total_seconds": self.total_seconds,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-        }
+_HISTORY = (
+    SELECT_MESSAGES
+    + " WHERE c.platform = ? AND c.chat_id = ? AND c.user_id = ? AND c.closed_at IS NULL"
+    " AND m.status != 'streaming' ORDER BY m.id"
+)
+_INSERT_USER_MESSAGE = (
+    "INSERT INTO messages (conversation_id, role, content, reasoning, status, created_at)"
+    " VALUES (?, 'user', ?, '', 'complete', ?)"
+)
+# A filter given as NULL matches everything.
+_QUERY_MESSAGES = (
+    SELECT_MESSAGES + " WHERE (?1 IS NULL OR c.platform = ?1) AND (?2 IS NULL OR c.chat_id = ?2)"
+    " AND (?3 IS NULL OR c.user_id = ?3) ORDER BY m.id"
+)
 
 
 def utc_now() -> datetime:
@@ -108,13 +75,11 @@ class SqliteStore:
     the key's next message starts a new one. Secrets are never passed in, so never stored.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: str, *, clock: Clock = utc_now) -> None:
-        self._conn: aiosqlite.Connection | None = conn
-        self._path = path
+    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
+        self._db = db
         self._clock = clock
-        # One connection serves every task: the lock keeps one task's transaction from
-        # interleaving with another's statements (aiosqlite only orders single statements).
-        self._lock = asyncio.Lock()
+        # Checkpoints waiting for the lock, by reply id: the next write saves them all.
+        self._checkpoints: dict[int, tuple[str, str]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, clock: Clock = utc_now) -> _Opening:
@@ -123,18 +88,15 @@ class SqliteStore:
 
     @property
     def path(self) -> str:
-        return self._path
+        return self._db.path
 
     @property
     def is_closed(self) -> bool:
-        return self._conn is None
+        return self._db.is_closed
 
     async def close(self) -> None:
         """Wait for running writes, then close; every committed write is on disk."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await conn.close()
+        await self._db.close()
 
     async def __aenter__(self) -> SqliteStore:
         return self
@@ -147,28 +109,10 @@ class SqliteStore:
     async def add_user_message(self, key: ChatKey, text: str) -> MessageRecord:
         """Store a user's message in the key's current dialogue (started if there is none)."""
         now = self._now()
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             conversation_id = await self._current_conversation(conn, key, now)
-            message_id = await conn.execute_insert(
-                "INSERT INTO messages (conversation_id, role, content, reasoning, status,"
-                " created_at) VALUES (?, 'user', ?, '', ?, ?)",
-                (conversation_id, text, ReplyStatus.COMPLETE.value, now),
-            )
-        return MessageRecord(
-            id=_row_id(message_id),
-            conversation_id=conversation_id,
-            key=key,
-            role="user",
-            content=text,
-            reasoning="",
-            status=ReplyStatus.COMPLETE.value,
-            num_prompt_tokens=0,
-            num_generated_tokens=0,
-            first_token_seconds=None,
-            total_seconds=None,
-            created_at=now,
-            finished_at=None,
-        )
+            row = await conn.execute_insert(_INSERT_USER_MESSAGE, (conversation_id, text, now))
+            return await fetch_message(conn, _row_id(row))
 
     async def add_assistant_message(
         self,
@@ -186,58 +130,41 @@ class SqliteStore:
 
         For a key the reply goes to the dialogue of the key's latest user message, so an answer
         that was still being written when the user reset lands next to its question, not at
-        the start of the new dialogue.
+        the start of the new dialogue. (begin_reply + finish_reply in one transaction.)
         """
-        status = ReplyStatus(status).value  # ValueError for an unknown status
+        status = replies.check_final_status(status)
         now = self._now()
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             if isinstance(target, ChatKey):
-                key = target
-                conversation_id = await self._reply_conversation(conn, key, now)
+                conversation_id = await self._reply_conversation(conn, target, now)
             else:
                 conversation_id = target
-                key = await self._conversation_key(conn, conversation_id)
-            message_id = await conn.execute_insert(
-                "INSERT INTO messages (conversation_id, role, content, reasoning, status,"
-                " num_prompt_tokens, num_generated_tokens, first_token_seconds, total_seconds,"
-                " created_at, finished_at) VALUES (?, 'assistant', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    conversation_id,
-                    answer,
-                    reasoning,
-                    status,
-                    num_prompt_tokens,
-                    num_generated_tokens,
-                    first_token_seconds,
-                    total_seconds,
-                    now,
-                    now,
-                ),
+                await self._check_conversation(conn, conversation_id)
+            reply_id = await replies.begin(conn, conversation_id, now)
+            record = await replies.finish(
+                conn,
+                reply_id,
+                answer=answer,
+                reasoning=reasoning,
+                status=status,
+                num_prompt_tokens=num_prompt_tokens,
+                num_generated_tokens=num_generated_tokens,
+                first_token_seconds=first_token_seconds,
+                total_seconds=total_seconds,
+                now=now,
             )
-        return MessageRecord(
-            id=_row_id(message_id),
-            conversation_id=conversation_id,
-            key=key,
-            role="assistant",
-            content=answer,
-            reasoning=reasoning,
-            status=status,
-            num_prompt_tokens=num_prompt_tokens,
-            num_generated_tokens=num_generated_tokens,
-            first_token_seconds=first_token_seconds,
-            total_seconds=total_seconds,
-            created_at=now,
-            finished_at=now,
-        )
+        assert record is not None  # inserted in this very transaction
+        return record
 
     async def history(self, key: ChatKey) -> list[MessageRecord]:
-        """The messages of the key's current dialogue, oldest first (empty after a reset)."""
-        rows = await self._read(
-            f"SELECT {_MESSAGE_COLUMNS} WHERE c.platform = ? AND c.chat_id = ? AND c.user_id = ?"
-            " AND c.closed_at IS NULL ORDER BY m.id",
-            (key.platform, key.chat_id, key.user_id),
-        )
-        return [_message(row) for row in rows]
+        """The messages of the key's current dialogue, oldest first (empty after a reset).
+
+        A reply still being written is left out: it joins the dialogue when it ends (however
+        it ends), or as interrupted when a restart finds it (`recover_interrupted`). One
+        answer per user runs at a time, so a new turn never misses one that ended.
+        """
+        rows = await self._db.read(_HISTORY, (key.platform, key.chat_id, key.user_id))
+        return [message_from_row(row) for row in rows]
 
     async def query_messages(
         self,
@@ -245,31 +172,126 @@ class SqliteStore:
         chat_id: str | None = None,
         user_id: str | None = None,
     ) -> list[MessageRecord]:
-        """Every stored message (all dialogues, closed ones too) matching the filters, by id."""
-        conditions: list[str] = []
-        params: list[str] = []
-        for column, value in (("platform", platform), ("chat_id", chat_id), ("user_id", user_id)):
-            if value is not None:
-                conditions.append(f"c.{column} = ?")
-                params.append(value)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = await self._read(f"SELECT {_MESSAGE_COLUMNS}{where} ORDER BY m.id", params)
-        return [_message(row) for row in rows]
+        """Every stored message (all dialogues, closed ones and replies streaming too), by id."""
+        rows = await self._db.read(_QUERY_MESSAGES, (platform, chat_id, user_id))
+        return [message_from_row(row) for row in rows]
 
     async def current_conversation_id(self, key: ChatKey) -> int | None:
         """The id of the key's current dialogue; None before its first message or after reset."""
-        rows = await self._read(
+        rows = await self._db.read(
             "SELECT id FROM conversations WHERE platform = ? AND chat_id = ? AND user_id = ?"
             " AND closed_at IS NULL",
             (key.platform, key.chat_id, key.user_id),
         )
         return rows[0][0] if rows else None
 
+    # ---- replies in progress --------------------------------------------------------------
+
+    async def begin_reply(self, key: ChatKey) -> int:
+        """Store an empty reply with status 'streaming'; returns its id for the calls below.
+
+        Call it right after the user's message is stored: the reply goes to the dialogue of
+        the key's latest user message, and stays next to its question if the user resets.
+        """
+        now = self._now()
+        async with self._db.transaction() as conn:
+            conversation_id = await self._reply_conversation(conn, key, now)
+            return await replies.begin(conn, conversation_id, now)
+
+    async def checkpoint_reply(self, reply_id: int, answer: str, reasoning: str = "") -> None:
+        """Save the text so far of a reply that is still streaming.
+
+        Cheap enough for every reply every few seconds: calls that arrive while another write
+        runs are saved together, in one transaction. A reply that already ended is left as it
+        is. Best effort: if a write fails, the texts it carried wait for their next checkpoint.
+        """
+        self._checkpoints[reply_id] = (answer, reasoning)
+        async with self._db.lock:
+            batch, self._checkpoints = self._checkpoints, {}
+            if batch:  # else an earlier caller's write took this text along
+                async with self._db.transaction_held() as conn:
+                    await replies.checkpoint(conn, batch)
+
+    async def finish_reply(
+        self,
+        reply_id: int,
+        *,
+        answer: str,
+        reasoning: str = "",
+        status: ReplyStatus | str = ReplyStatus.COMPLETE,
+        num_prompt_tokens: int = 0,
+        num_generated_tokens: int = 0,
+        first_token_seconds: float | None = None,
+        total_seconds: float | None = None,
+    ) -> MessageRecord | None:
+        """Store how a reply begun with begin_reply ended, on its row.
+
+        None if the row is gone: the user's data was deleted while the answer was written.
+        """
+        status = replies.check_final_status(status)
+        self._checkpoints.pop(reply_id, None)
+        async with self._db.transaction() as conn:
+            return await replies.finish(
+                conn,
+                reply_id,
+                answer=answer,
+                reasoning=reasoning,
+                status=status,
+                num_prompt_tokens=num_prompt_tokens,
+                num_generated_tokens=num_generated_tokens,
+                first_token_seconds=first_token_seconds,
+                total_seconds=total_seconds,
+                now=self._now(),
+            )
+
+    async def set_reply_location(self, reply_id: int, location: str | None) -> bool:
+        """Remember where a front-end shows a reply (its own string, e.g. JSON with message ids).
+
+        Returned by recover_interrupted after a restart, to edit that message. False if there
+        is no such reply.
+        """
+        async with self._db.transaction() as conn:
+            return await replies.set_location(conn, reply_id, location)
+
+    async def recover_interrupted(self) -> list[InterruptedReply]:
+        """Mark replies left 'streaming' by a bot that was killed as interrupted; returns them.
+
+        Their text (the last checkpoint) is kept, and they stay in the dialogue. Only the bot
+        itself calls this, at start-up, before it takes messages: another process (`history`,
+        `backup`) opening the database while the bot runs must not cut its answers.
+        """
+        async with self._db.transaction() as conn:
+            return await replies.recover(conn, self._now())
+
+    # ---- a user's data -------------------------------------------------------------------
+
+    async def count_user_data(
+        self, user_id: str, *, platform: str | None = None, chat_id: str | None = None
+    ) -> DeletedData:
+        """What delete_user_data would delete now."""
+        async with self._db.reading() as conn:
+            return await maintenance.count_user_data(conn, user_id, platform, chat_id)
+
+    async def delete_user_data(
+        self, user_id: str, *, platform: str | None = None, chat_id: str | None = None
+    ) -> DeletedData:
+        """Delete every dialogue of a user (on one platform / in one chat if given).
+
+        Messages are overwritten on disk (secure_delete) and the WAL is emptied if no other
+        connection is reading; copies made by `backup` are not touched.
+        """
+        async with self._db.transaction() as conn:
+            deleted = await maintenance.delete_user_data(conn, user_id, platform, chat_id)
+        with contextlib.suppress(StoreError):  # busy: SQLite's next checkpoint does it
+            async with self._db.reading() as conn:
+                await maintenance.truncate_wal(conn)
+        return deleted
+
     # ---- resets ------------------------------------------------------------------------
 
     async def reset(self, key: ChatKey) -> bool:
         """Close the key's current dialogue (kept stored); False if it had none."""
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             return (
                 await _changes(
                     conn,
@@ -282,7 +304,7 @@ class SqliteStore:
 
     async def reset_chat(self, platform: str, chat_id: str) -> int:
         """Close every user's current dialogue in a chat; returns how many were closed."""
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             return await _changes(
                 conn,
                 "UPDATE conversations SET closed_at = ? WHERE platform = ? AND chat_id = ?"
@@ -293,7 +315,7 @@ class SqliteStore:
     # ---- per-chat settings -------------------------------------------------------------
 
     async def get_chat_setting(self, platform: str, chat_id: str, name: str) -> str | None:
-        rows = await self._read(
+        rows = await self._db.read(
             "SELECT value FROM chat_settings WHERE platform = ? AND chat_id = ? AND name = ?",
             (platform, chat_id, name),
         )
@@ -303,7 +325,7 @@ class SqliteStore:
         self, platform: str, chat_id: str, name: str, value: str | None
     ) -> None:
         """Set a chat's setting; None deletes it."""
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             if value is None:
                 await _changes(
                     conn,
@@ -334,39 +356,6 @@ class SqliteStore:
 
     def _now(self) -> str:
         return self._clock().astimezone(UTC).isoformat(timespec="milliseconds")
-
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            raise StoreError(f"the database {self._path} is closed")
-        return self._conn
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One atomic write: committed if the block finishes, rolled back otherwise."""
-        async with self._lock:
-            conn = self._connection()
-            try:
-                try:
-                    # IMMEDIATE: take the write lock now, so a busy database fails here
-                    # (after busy_timeout) rather than halfway through the block.
-                    await conn.execute("BEGIN IMMEDIATE")
-                    yield conn
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    # Also on cancellation: the statement being awaited still runs on
-                    # aiosqlite's thread, and this ROLLBACK is queued behind it.
-                    await _rollback(conn)
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the database {self._path}: {exc}") from exc
-
-    async def _read(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        async with self._lock:
-            conn = self._connection()
-            try:
-                return list(await conn.execute_fetchall(sql, params))
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read the database {self._path}: {exc}") from exc
 
     @staticmethod
     async def _current_conversation(conn: aiosqlite.Connection, key: ChatKey, now: str) -> int:
@@ -401,66 +390,17 @@ class SqliteStore:
             return int(rows[0][0])
         return await cls._current_conversation(conn, key, now)
 
-    async def _conversation_key(self, conn: aiosqlite.Connection, conversation_id: int) -> ChatKey:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT platform, chat_id, user_id FROM conversations WHERE id = ?",
-                (conversation_id,),
-            )
+    async def _check_conversation(self, conn: aiosqlite.Connection, conversation_id: int) -> None:
+        rows = await conn.execute_fetchall(
+            "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
         )
-        if not rows:
-            raise StoreError(f"no conversation {conversation_id} in the database {self._path}")
-        return ChatKey(*rows[0])
+        if not list(rows):
+            raise StoreError(f"no conversation {conversation_id} in the database {self.path}")
 
 
 async def _open(path: str | os.PathLike[str], clock: Clock) -> SqliteStore:
     name = os.fspath(path)
-    if name != ":memory:":
-        try:
-            Path(name).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder for the database {name}: {exc}") from exc
-    try:
-        # Probed first with plain sqlite3: when aiosqlite's connect fails, its worker thread
-        # may report to the event loop after it closed, and print a stray traceback.
-        await asyncio.to_thread(_probe, name)
-        conn = await aiosqlite.connect(name, isolation_level=None)  # we BEGIN/COMMIT ourselves
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the database {name}: {exc}") from exc
-    try:
-        conn.row_factory = sqlite3.Row
-        await _configure(conn)
-        old_version = await schema_version(conn)
-        new_version = await migrate(conn)
-    except BaseException as exc:
-        await conn.close()
-        if isinstance(exc, sqlite3.Error | SchemaTooNew):
-            raise StoreError(f"cannot open the database {name}: {exc}") from exc
-        raise
-    if new_version != old_version:
-        log.info("database %s upgraded from schema %d to %d", name, old_version, new_version)
-    return SqliteStore(conn, name, clock=clock)
-
-
-def _probe(name: str) -> None:
-    sqlite3.connect(name).close()
-
-
-async def _configure(conn: aiosqlite.Connection) -> None:
-    # Another process (the `history` command) may hold the lock for a moment.
-    await conn.execute("PRAGMA busy_timeout = 5000")
-    # The first statement that reads the file: "file is not a database" surfaces here.
-    await conn.execute("PRAGMA journal_mode = WAL")
-    await conn.execute("PRAGMA foreign_keys = ON")
-    # FULL syncs the WAL at every commit: a stored turn survives a power cut, and writes are
-    # few (two per answer), so the cost does not matter.
-    await conn.execute("PRAGMA synchronous = FULL")
-
-
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    # No transaction is fine: BEGIN failed, or SQLite already rolled back (e.g. disk full).
-    with contextlib.suppress(sqlite3.OperationalError):
-        await conn.execute("ROLLBACK")
+    return SqliteStore(await Database.open(name), clock=clock)
 
 
 async def _changes(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
@@ -471,21 +411,3 @@ async def _changes(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) 
 def _row_id(row: sqlite3.Row | None) -> int:
     assert row is not None  # execute_insert always returns last_insert_rowid()
     return int(row[0])
-
-
-def _message(row: sqlite3.Row) -> MessageRecord:
-    return MessageRecord(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        key=ChatKey(row["platform"], row["chat_id"], row["user_id"]),
-        role=row["role"],
-        content=row["content"],
-        reasoning=row["reasoning"],
-        status=row["status"],
-        num_prompt_tokens=row["num_prompt_tokens"],
-        num_generated_tokens=row["num_generated_tokens"],
-        first_token_seconds=row["first_token_seconds"],
-        total_seconds=row["total_seconds"],
-        created_at=row["created_at"],
-        finished_at=row["finished_at"],
-    )
