@@ -109,6 +109,21 @@ class Engine(Protocol):
         """How many requests are generated at once (more wait in the queue)."""
         ...
 
+    @property
+    def num_waiting(self) -> int:
+        """Requests queued, not started yet."""
+        ...
+
+    @property
+    def num_running(self) -> int:
+        """Requests being generated now."""
+        ...
+
+    @property
+    def is_up(self) -> bool:
+        """Whether it can serve requests now (for health checks)."""
+        ...
+
     def submit(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request and return its stream; raises EngineBusy when the queue is full."""
         ...

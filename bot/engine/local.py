@@ -118,6 +118,19 @@ class LocalEngine:
         return self._runner.cache_shape.num_slots
 
     @property
+    def num_waiting(self) -> int:
+        return self._num_pending
+
+    @property
+    def num_running(self) -> int:
+        # Read from the event loop while the worker changes it: a snapshot is all a gauge needs.
+        return self.max_batch_size - self._slots.num_free
+
+    @property
+    def is_up(self) -> bool:
+        return self._thread is not None and self._refusal is None
+
+    @property
     def reuse_stats(self) -> ReuseStats:
         """Prefix-reuse counts so far (read from any thread; a snapshot, not a lock)."""
         return self._slots.stats

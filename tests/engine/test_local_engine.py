@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from bot.engine.base import (
     EngineError,
@@ -15,6 +16,7 @@ from bot.engine.base import (
     Started,
     TextDelta,
 )
+from bot.engine.model import DecoderWeights
 from tests.engine.streams import Reader, chat_prompt, collect
 from tests.support.models import EOS_ID, build_scripted_model
 
@@ -433,3 +435,40 @@ async def test_after_a_worker_crash_requests_end_with_error_and_new_ones_are_ref
     assert short.reason == FinishReason.LENGTH  # it had ended before its slot release failed
     assert running.reason == FinishReason.ERROR
     assert running.finished.error == "the engine stopped after an internal error"
+
+
+async def test_out_of_memory_in_one_prompt_fails_that_request_and_the_others_go_on(
+    make_engine, random_model, tokenizer
+):
+    # A long prompt's prefill runs out of GPU memory; packed with others it would take them
+    # down too, so the engine retries the pieces one by one and only the long one fails.
+    weights = DecoderWeights.from_hf_model(random_model)
+    layer = weights.layers[0]
+    qkv = layer.qkv
+
+    def short_of_memory(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] >= 512:  # the long prompt, padded, alone or packed with others
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return qkv(x)
+
+    layer.qkv = short_of_memory
+    long_prompt = GenerationRequest(tuple(range(1000, 1400)), GREEDY)
+    engine = make_engine(weights, num_slots=4, slot_tokens=512, eos_token_ids=())
+    async with engine:
+        running = Reader(engine.submit(request(tokenizer, "already decoding", ENDLESS)))
+        await running.until_text()
+        submitted = [
+            engine.submit(request(tokenizer, "short one", GREEDY)),
+            engine.submit(long_prompt),
+            engine.submit(request(tokenizer, "another short one", GREEDY)),
+        ]
+        short, failed, other = [await collect(stream) for stream in submitted]
+        running.stream.cancel()
+        await running.to_end()
+        after = await collect(engine.submit(request(tokenizer, "and later?", GREEDY)))
+    assert failed.reason == FinishReason.ERROR
+    assert failed.finished.error == "the GPU ran out of memory"
+    assert short.reason == other.reason == after.reason == FinishReason.LENGTH
+    assert short.text and other.text and after.text
+    assert running.reason == FinishReason.CANCELLED and running.text
+    assert engine.num_running == 0 and engine.num_waiting == 0
