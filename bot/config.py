@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 TOKEN_ENV = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
+ENV_PREFIX = "BOT_"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 
 
@@ -217,8 +218,14 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
             raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     elif explicit:
         raise ConfigError(f"{path}: no such config file (copy config.example.toml to start)")
-    settings = _build(Settings, raw, "", source)
-    settings = _apply_env(dataclasses.replace(settings, source=source), raw, env)
+    from_env, env_names = _raw_from_env(env)
+    merged = _merge(raw, from_env)
+    for name in TOKEN_ENV:  # a token from the environment turns its front-end on
+        if "token" in from_env.get(name, {}) and "enabled" not in merged[name]:
+            merged[name]["enabled"] = True
+    settings = _build(Settings, merged, "", source, env_names)
+    settings = dataclasses.replace(settings, source=source)
+    _check_tokens(settings)
     _check_combinations(settings)
     return settings
 
@@ -240,32 +247,100 @@ def _check_combinations(settings: Settings) -> None:
         )
 
 
-def _apply_env(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
-    """Secrets from the env; a front-end with an env token and no explicit `enabled` is on."""
-    updates: dict[str, Any] = {}
-    api_key = env.get(OPENAI_KEY_ENV, "").strip()
-    if api_key and not settings.openai.api_key:
-        updates["openai"] = dataclasses.replace(settings.openai, api_key=api_key)
+def _check_tokens(settings: Settings) -> None:
     for name, var in TOKEN_ENV.items():
         section = getattr(settings, name)
-        token = env.get(var, "").strip()
-        changes: dict[str, Any] = {}
-        if token and not section.token:
-            changes["token"] = token
-            if "enabled" not in raw.get(name, {}):
-                changes["enabled"] = True
-        if changes:
-            section = dataclasses.replace(section, **changes)
-            updates[name] = section
         if section.enabled and not section.token:
             raise ConfigError(
                 f"{settings.source}: [{name}] enabled = true but no token: set [{name}] token "
                 f"or the {var} environment variable"
             )
-    return dataclasses.replace(settings, **updates)
 
 
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+def _raw_from_env(env: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Settings from the environment, as TOML would give them, and the variable of each key.
+
+    `BOT_<SECTION>_<KEY>` sets any key (lists as "[1, 2]" or "1,2"); the usual variables
+    TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN and OPENAI_API_KEY set the secrets. The environment
+    wins over the file, as Docker users expect.
+    """
+    sections = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "source"}
+    hints = typing.get_type_hints(Settings)
+    wanted: dict[tuple[str, str], str] = {}
+    for name, var in {**TOKEN_ENV, "openai": OPENAI_KEY_ENV}.items():
+        key = "api_key" if name == "openai" else "token"
+        if env.get(var, "").strip():
+            wanted[(name, key)] = var
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in sections or not key:
+            raise ConfigError(
+                f"environment variable {var}: no such setting (use {ENV_PREFIX}<SECTION>_<KEY>, "
+                f"sections: {', '.join(sections)})"
+            )
+        wanted[(section, key)] = var
+    raw: dict[str, dict[str, Any]] = {}
+    names: dict[str, str] = {}
+    for (section, key), var in wanted.items():
+        fields = {f.name: f for f in dataclasses.fields(hints[section])}
+        if key not in fields:
+            raise ConfigError(
+                f"environment variable {var}: [{section}] has no key {key!r} "
+                f"(known: {', '.join(sorted(fields))})"
+            )
+        hint = typing.get_type_hints(hints[section])[key]
+        raw.setdefault(section, {})[key] = _parse_env(env[var].strip(), hint, var, key)
+        names[f"{section}.{key}"] = var
+    return raw, names
+
+
+def _parse_env(text: str, hint: Any, var: str, key: str) -> Any:
+    """An environment string as the TOML value the key's type expects."""
+    if typing.get_origin(hint) is tuple:
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise ConfigError(f"environment variable {var}: not a list") from None
+        (item_type, _) = typing.get_args(hint)
+        return [_parse_env(item.strip(), item_type, var, key) for item in text.split(",")]
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        return text  # refused below with the usual message
+    if hint in (int, float):
+        try:
+            return int(text) if hint is int else float(text)
+        except ValueError:
+            return text  # refused below with the usual message
+    return text
+
+
+def _merge(base: dict[str, Any], override: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = {
+        name: dict(table) if isinstance(table, dict) else table for name, table in base.items()
+    }
+    for section, values in override.items():
+        table = merged.setdefault(section, {})
+        if isinstance(table, dict):
+            table.update(values)
+    for name in TOKEN_ENV:
+        merged.setdefault(name, {})
+    return merged
+
+
+def _build(
+    cls: type, raw: Any, prefix: str, file_source: str, env_names: Mapping[str, str] = {}
+) -> Any:
+    """`cls` from TOML-like values; errors name the key and where its value came from."""
+    source = file_source
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [{prefix}] must be a table")
     hints = typing.get_type_hints(cls)
@@ -281,8 +356,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key, source)
+            values[name] = _build(hint, value, key, file_source, env_names)
             continue
+        source = f"environment variable {env_names[key]}" if key in env_names else file_source
         converted = _convert(hint, value, key, source)
         rule = fields[name].metadata.get("rule")
         if rule is not None:

@@ -42,7 +42,7 @@ def test_example_config_documents_every_key_with_its_default():
 def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = load_settings(None, env={})
-    assert settings.model.quantization == "nf4"
+    assert settings.model.quantization == "auto"
     assert settings.generation.temperature == 0.6
     assert settings.chat.reasoning == "collapsed"
     assert not settings.telegram.enabled
@@ -73,7 +73,7 @@ def test_missing_explicit_file_is_an_error(tmp_path):
         ("[telegram]\nenabled = true\n", r"no token"),
         ("model = 3\n", r"\[model\] must be a table"),
         ("[model\n", r"not valid TOML"),
-        ("[model]\ndevice = 'cpu'\n", r"needs a CUDA GPU"),
+        ("[model]\nquantization = 'nf4'\ndevice = 'cpu'\n", r"needs a CUDA GPU"),
         ("[engine]\nbackend = 'vllm'\n", r"engine.backend must be one of 'local', 'openai'"),
         ("[openai]\nbase_url = 'localhost:8000'\n", r"openai.base_url must be an http"),
         ("[openai]\nbase_url = 'http://h:99999/v1'\n", r"openai.base_url must be an http"),
@@ -185,7 +185,7 @@ def test_a_remote_backend_needs_no_gpu_for_a_quantized_model(tmp_path):
     path = write(tmp_path, "[engine]\nbackend = 'openai'\n[model]\ndevice = 'cpu'\n")
     settings = load_settings(path, env={})
     assert settings.engine.backend == "openai"
-    assert settings.model.quantization == "nf4"
+    assert settings.model.quantization == "auto"
 
 
 def test_remote_and_metrics_defaults():
@@ -205,7 +205,7 @@ def test_the_api_key_comes_from_the_environment_unless_configured(tmp_path):
     assert load_settings(path, env={}).openai.api_key == ""
     configured = write(tmp_path, "[openai]\napi_key = 'from-file'\n")
     settings = load_settings(configured, env={"OPENAI_API_KEY": API_KEY})
-    assert settings.openai.api_key == "from-file"
+    assert settings.openai.api_key == API_KEY  # the environment wins, as for every key
 
 
 def test_the_api_key_never_appears_in_errors_or_repr(tmp_path):
@@ -222,3 +222,82 @@ def test_a_bad_base_url_with_a_password_is_not_echoed(tmp_path):
     with pytest.raises(ConfigError, match=r"openai.base_url must be an http") as failed:
         load_settings(path, env={})
     assert "pw-77x" not in str(failed.value)
+
+
+# -- every key from the environment
+
+
+def test_any_key_comes_from_the_environment_and_wins_over_the_file(tmp_path):
+    path = write(
+        tmp_path,
+        "[telegram]\ntoken = 'from-file:1'\nadmins = [1]\n[engine]\nmax_queue = 5\n",
+    )
+    env = {
+        "BOT_TELEGRAM_TOKEN": "from-env:2",
+        "BOT_TELEGRAM_ADMINS": "7, 8",
+        "BOT_TELEGRAM_ALLOWED_USERS": "[9]",
+        "BOT_ENGINE_MAX_QUEUE": "12",
+        "BOT_ENGINE_CUDA_GRAPHS": "false",
+        "BOT_GENERATION_TEMPERATURE": "0.3",
+        "BOT_CHAT_SYSTEM_PROMPT": "Be brief.",
+        "BOT_GENERATION_STOP": "",
+        "HOME": "/home/bot",  # other variables are none of our business
+    }
+    settings = load_settings(path, env=env)
+    assert settings.telegram.token == "from-env:2"
+    assert settings.telegram.enabled  # as with TELEGRAM_BOT_TOKEN
+    assert settings.telegram.admins == (7, 8)
+    assert settings.telegram.allowed_users == (9,)
+    assert settings.engine.max_queue == 12 and not settings.engine.cuda_graphs
+    assert settings.generation.temperature == 0.3 and settings.generation.stop == ()
+    assert settings.chat.system_prompt == "Be brief."
+
+
+def test_the_usual_token_variable_wins_over_the_file_too(tmp_path):
+    path = write(tmp_path, "[telegram]\ntoken = 'from-file:1'\nenabled = true\n")
+    settings = load_settings(path, env={"TELEGRAM_BOT_TOKEN": "from-env:2"})
+    assert settings.telegram.token == "from-env:2"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"BOT_ENGINE_MAX_QUEUE": "many"},
+            "environment variable BOT_ENGINE_MAX_QUEUE: engine.max_queue must be an integer",
+        ),
+        (
+            {"BOT_ENGINE_MAX_QUEUE": "0"},
+            "environment variable BOT_ENGINE_MAX_QUEUE: engine.max_queue must be greater than 0",
+        ),
+        (
+            {"BOT_ENGINE_CUDA_GRAPHS": "maybe"},
+            "BOT_ENGINE_CUDA_GRAPHS: engine.cuda_graphs must be true or false",
+        ),
+        (
+            {"BOT_MODEL_QUANTIZATION": "int3"},
+            "BOT_MODEL_QUANTIZATION: model.quantization must be one of",
+        ),
+        (
+            {"BOT_TELEGRAM_ADMINS": "1,x"},
+            "BOT_TELEGRAM_ADMINS: telegram.admins[1] must be an integer",
+        ),
+        ({"BOT_NOSUCH_KEY": "1"}, "environment variable BOT_NOSUCH_KEY: no such setting"),
+        (
+            {"BOT_ENGINE_WARP_DRIVE": "1"},
+            "environment variable BOT_ENGINE_WARP_DRIVE: [engine] has no key 'warp_drive'",
+        ),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable(tmp_path, env, expected):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, ""), env=env)
+    assert expected in str(error.value)
+    assert str(error.value).startswith("environment variable BOT_")
+
+
+def test_a_secret_from_the_environment_is_never_echoed(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, ""), env={"BOT_TELEGRAM_PROXY": "ftp://u:hunter2@h:1"})
+    assert "hunter2" not in str(error.value)
+    assert "BOT_TELEGRAM_PROXY" in str(error.value)
