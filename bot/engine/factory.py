@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,13 @@ from typing import Any
 from bot.config import Settings
 from bot.engine.local import LocalEngine
 
+log = logging.getLogger(__name__)
+
 
 def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
     """Load tokenizer and weights and size the KV cache (blocking: run it in a thread)."""
     from bot.engine.loading import (
+        check_gpu_fit,
         eos_token_ids,
         load_tokenizer,
         load_weights,
@@ -24,6 +28,8 @@ def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
     # A machine that cannot run this config (4-bit without a GPU) is told so at once, not after
     # fetching the tokenizer, or failing to, which would hide the real problem.
     resolve_device(settings.model)
+    # Before the 29.5 GB download: does it fit at all, and if not, what would?
+    log.info("GPU fit: %s", check_gpu_fit(settings.model))
     # humming compiles its kernels on first use (about a minute) and caches them: beside the
     # database, so a restart of the bot finds them. An operator's own setting wins.
     os.environ.setdefault(

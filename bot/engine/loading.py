@@ -142,6 +142,58 @@ def model_folder(settings: ModelSettings) -> Path:
         raise EngineError(_hub_message(settings, exc)) from None
 
 
+def model_config(settings: ModelSettings) -> Any:
+    """The model's config, fetching only config.json (not the weights) from the hub."""
+    from transformers import AutoConfig
+
+    path = settings.path
+    if path.startswith((".", "/", "~")) or Path(path).exists():
+        folder = model_folder(settings)
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            folder = Path(
+                hf_hub_download(path, "config.json", local_files_only=settings.local_files_only)
+            ).parent
+        except Exception as exc:  # hub errors come in many classes; each is one line here
+            raise EngineError(_hub_message(settings, exc)) from None
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            f"[model] path {settings.path!r} is not a model folder this bot can load "
+            f"({_first_line(exc)})"
+        ) from None
+
+
+def check_gpu_fit(settings: ModelSettings, *, free_bytes: int | None = None) -> str:
+    """Fail before any download when the model and one full dialogue cannot fit the GPU.
+
+    Returns the estimate (for the log); EngineError naming what would fit otherwise.
+    """
+    from bot.engine.fit import check_fit
+
+    device = resolve_device(settings)
+    if device.type != "cuda":
+        return "no GPU: the fit check is skipped"
+    dtype = resolve_dtype(settings, device)
+    shape = ModelShape.from_config(model_config(settings))
+    quantization = resolve_quantization(settings, device, dtype)
+    if free_bytes is None:
+        free_bytes, _total = torch.cuda.mem_get_info(device)
+    fit = check_fit(
+        shape,
+        quantization,
+        free_bytes=free_bytes,
+        max_context_tokens=settings.max_context_tokens,
+        kv_bytes_per_token=shape.kv_bytes_per_token(dtype),
+    )
+    if not fit.fits:
+        raise EngineError(fit.message)
+    return fit.message
+
+
 def load_tokenizer(settings: ModelSettings) -> Any:
     """The model's tokenizer (with its chat template)."""
     from transformers import AutoTokenizer
@@ -158,18 +210,10 @@ def load_tokenizer(settings: ModelSettings) -> Any:
 
 def load_weights(settings: ModelSettings, *, kernels: Kernels = "device") -> DecoderWeights:
     """The model's weights on their device, fused and quantized as configured."""
-    from transformers import AutoConfig
-
     device = resolve_device(settings, kernels=kernels)
     dtype = resolve_dtype(settings, device)
     folder = model_folder(settings)
-    try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise EngineError(
-            f"[model] path {settings.path!r} is not a model folder this bot can load "
-            f"({_first_line(exc)})"
-        ) from None
+    config = model_config(settings)
     shape = ModelShape.from_config(config)
     quantization = resolve_quantization(settings, device, dtype, kernels=kernels)
     make_linear = linear_factory(quantization, kernels)
