@@ -181,6 +181,8 @@ class DiscordSettings:
 @dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" for people, "json" (one object a line) for log collectors.
+    format: Literal["text", "json"] = "text"
 
 
 @dataclass(frozen=True)
