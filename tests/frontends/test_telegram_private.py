@@ -194,13 +194,14 @@ async def test_retry_after_in_one_chat_does_not_pause_another(
         scripted.throttle.delay = 0.0
         bot.tg.push_text(OTHER, "second")
         other_done = await bot.tg.wait_for(lambda: final_texts(bot.tg, OTHER))
-        other_landed = bot.tg.calls_of("sendMessage", chat_id=OTHER)[-1].at
+        other_started = bot.paced_calls(OTHER)[0].at
         await _answered(bot, USER)
     assert other_done == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"]
     after_refusal = [c for c in bot.paced_calls(USER) if c.at > refused.at]
     assert after_refusal, "the first chat's answer never landed"
-    # The other chat's whole answer landed while the first chat waited out its 429 ...
-    assert other_landed < after_refusal[0].at
+    # The other chat was answered while the first chat waited out its 429 (its first call came
+    # in the wait; how long the whole answer takes depends on the machine) ...
+    assert other_started < after_refusal[0].at
     # ... and the first chat waited as long as Telegram asked.
     assert after_refusal[0].at - refused.at >= 3.0 - 0.05
     assert bot.tg.chat(USER).texts == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"]
