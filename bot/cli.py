@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot import cli_data
 from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure_logging
 
 if TYPE_CHECKING:
     from bot.engine.base import Engine
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [
         ("run", "serve the enabled front-ends (Telegram, Discord)"),
@@ -96,14 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("r1-chat-bot")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
 def _configure_logging(settings: Settings, *, quiet: bool) -> None:
-    level = logging.WARNING if quiet else getattr(logging, settings.logging.level)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # httpx logs every request URL at INFO, and Telegram URLs contain the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    configure_logging(settings.logging.level, format=settings.logging.format, quiet=quiet)
 
 
 def _expected_error(exc: BaseException) -> str | None:

@@ -209,3 +209,10 @@ def test_a_secret_in_a_bad_value_is_not_echoed(tmp_path):
     line = assert_one_sentence_error(run_bot("check", "--config", str(config)))
     assert "telegram.token must be a string" in line
     assert "123456789" not in line
+
+
+def test_version_names_the_installed_package(tmp_path):
+    result = run_bot("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("python -m bot ")
+    assert result.stdout.split()[-1][0].isdigit(), result.stdout

@@ -310,11 +310,12 @@ class ChatService:
                 (finished.num_generated_tokens - 1) / decode_time if decode_time > 0 else 0.0
             )
         log.info(
-            "reply %s status=%s prompt=%d generated=%d queued=%.2fs first_token=%s total=%.2fs "
-            "decode=%.1f tok/s",
+            "reply %s status=%s prompt=%d reused=%d generated=%d queued=%.2fs first_token=%s "
+            "total=%.2fs decode=%.1f tok/s",
             key,
             final.status,
             final.num_prompt_tokens,
+            finished.num_reused_tokens if finished else 0,
             final.num_generated_tokens,
             finished.queued_seconds if finished else 0.0,
             "-" if final.first_token_seconds is None else f"{final.first_token_seconds:.2f}s",
