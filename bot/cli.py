@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings, quiet=console or args.command in ("history", "backup"))
     try:
         if args.command == "check":
-            return _check(settings)
+            status = _check(settings)
+            return asyncio.run(_check_online(settings)) if args.online else status
         if args.command == "history" and args.delete:
             return asyncio.run(cli_data.delete_history(settings, args))
         if args.command == "history":
@@ -93,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
                 "--delete", action="store_true", help="delete the --user's dialogues instead"
             )
             command.add_argument("--yes", action="store_true", help="delete without asking")
+        if name == "check":
+            command.add_argument(
+                "--online",
+                action="store_true",
+                help="also ask each platform to accept its token and estimate the GPU fit",
+            )
         if name == "backup":
             command.add_argument("path", type=Path, help="the new file (must not exist)")
             command.add_argument("--force", action="store_true", help="replace PATH if it exists")
@@ -127,6 +134,36 @@ def _check(settings: Settings) -> int:
         shown = ", ".join(f"{key}={_printable(key, value)!r}" for key, value in values.items())
         print(f"[{section}] {shown}")
     return 0
+
+
+async def _check_online(settings: Settings) -> int:
+    """The platforms accept the tokens, and the model fits the GPU (no weights loaded)."""
+    from bot import preflight
+
+    problems = 0
+    for check in await preflight.check_platforms(settings):
+        if check.is_ok:
+            print(f"{check.platform}: ok, signed in as {check.identity}")
+        else:
+            print(f"{check.platform}: {check.problem}")
+            problems += 1
+    if settings.engine.backend == "local":
+        from bot.engine.base import EngineError
+        from bot.engine.loading import check_gpu_fit
+
+        try:
+            print(f"model: {await asyncio.to_thread(check_gpu_fit, settings.model)}")
+        except EngineError as error:
+            print(f"model: {error}")
+            problems += 1
+    return 1 if problems else 0
+
+
+async def _refused_platforms(settings: Settings) -> list[str]:
+    """Each enabled platform that refuses its token or cannot be reached, in one line each."""
+    from bot import preflight
+
+    return [c.problem for c in await preflight.check_platforms(settings) if c.problem]
 
 
 def _printable(key: str, value: object) -> object:
@@ -183,6 +220,11 @@ async def _run(settings: Settings) -> int:
     if not (settings.telegram.enabled or settings.discord.enabled):
         print(NO_FRONTEND, file=sys.stderr)
         return 2
+    # Before the model loads (a minute, or a download): a refused token is found in a second.
+    if problems := await _refused_platforms(settings):
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
     from bot.app import open_app  # torch and transformers: only when there is work to do
     from bot.frontends.base import StartupError
 
