@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import discord.utils
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
@@ -497,13 +498,11 @@ def _plain(node: SyntaxTreeNode) -> str:
 # ---------------------------------------------------------------------------------------------
 # Discord (Markdown is native; these keep our own text from being read as markup)
 
-_DISCORD_SPECIAL = re.compile(r"([\\*_~`|])")
-_DISCORD_LINE_START = re.compile(r"(?m)^([ \t]*)([>#-])")
-
 
 def escape_discord_markdown(text: str) -> str:
     """Show `text` literally on Discord (for our status lines and notes, not model output)."""
-    return _DISCORD_LINE_START.sub(r"\1\\\2", _DISCORD_SPECIAL.sub(r"\\\1", text))
+    # discord.py's own escaping follows Discord's syntax as it grows (headers, subtext, links).
+    return discord.utils.escape_markdown(text)
 
 
 def discord_quote(text: str) -> str:
