@@ -6,18 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bot.render.text import (
-    close_open_fence,
-    discord_quote,
-    discord_quote_length,
-    escape_discord_markdown,
-    escape_html,
-    markdown_to_telegram_html,
-    split_markdown,
-    tail_markdown,
-    telegram_visible_length,
-    utf16_length,
-)
+from bot.render.discord_text import discord_quote, discord_quote_length, escape_discord_markdown
+from bot.render.split import close_open_fence, split_markdown, tail_markdown, utf16_length
+from bot.render.telegram_html import escape_html, markdown_to_telegram_html, telegram_visible_length
 
 ReasoningMode = Literal["hidden", "collapsed", "full"]
 

@@ -15,7 +15,8 @@ from bot.render.layout import (
     ReplyView,
     TelegramLayout,
 )
-from bot.render.text import telegram_visible_length, utf16_length
+from bot.render.split import utf16_length
+from bot.render.telegram_html import telegram_visible_length
 from tests.render.helpers import SAMPLE, assert_telegram_html, random_markdown
 
 REASONING = "\n".join(f"Step {i}: weigh option {i} against the others." for i in range(300))

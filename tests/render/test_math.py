@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.render.math import render_math
-from bot.render.text import markdown_to_telegram_html
+from bot.render.telegram_html import markdown_to_telegram_html
 from tests.fakes.telegram_html import parse_html
 from tests.render.helpers import assert_telegram_html
 from tests.render.math_corpus import CODE, CORPUS, PRICES

@@ -8,7 +8,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.render.text import markdown_to_telegram_html, split_markdown, utf16_length
+from bot.render.split import split_markdown, utf16_length
+from bot.render.telegram_html import markdown_to_telegram_html
 from tests.render.helpers import assert_telegram_html
 
 FAST = settings(max_examples=200, deadline=None)

@@ -8,18 +8,14 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from bot.render.text import (
-    close_open_fence,
+from bot.render.discord_text import (
     discord_quote,
     discord_quote_length,
     discord_spoiler,
     escape_discord_markdown,
-    markdown_to_telegram_html,
-    split_markdown,
-    tail_markdown,
-    telegram_visible_length,
-    utf16_length,
 )
+from bot.render.split import close_open_fence, split_markdown, tail_markdown, utf16_length
+from bot.render.telegram_html import markdown_to_telegram_html, telegram_visible_length
 from tests.fakes.telegram_html import parse_html, utf16_len
 from tests.render.helpers import SAMPLE, assert_telegram_html, random_markdown
 
