@@ -1,14 +1,24 @@
-"""Terminal front-end: streams reasoning (dimmed) and the answer; Ctrl-C stops an answer."""
+"""Terminal front-end: streams reasoning (dimmed) and the answer; Ctrl-C stops an answer.
+
+On a terminal, lines are read with readline (editing, and the session's earlier lines on the up
+arrow), and Ctrl-D while an answer is written stops it and quits. Piped input is read line by
+line; its end does the same.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import sys
+import termios
 import threading
 import time
-from typing import TextIO
+import tty
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from bot.chat.service import ChatService, Reply
 from bot.types import (
@@ -21,13 +31,16 @@ from bot.types import (
     Started,
 )
 
+CTRL_D = b"\x04"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 HELP = """Commands:
   /reset           start a new dialogue (the old one stays in the history)
   /system          show the system prompt
   /system TEXT     set the system prompt;  /system clear  restores the default
   /help            this help
   /exit            quit (or Ctrl-D)
-Ctrl-C stops the answer being written."""
+Ctrl-C stops the answer being written; Ctrl-D stops it and quits."""
 
 CONSOLE_KEY = ChatKey("console", "local", "local")
 _RESUME_SHOWN = 2  # earlier messages echoed when a stored dialogue resumes
@@ -38,6 +51,133 @@ class _Style:
         self.dim = "\x1b[2m" if enabled else ""
         self.bold = "\x1b[1m" if enabled else ""
         self.reset = "\x1b[0m" if enabled else ""
+
+
+class _PipedLines:
+    """Lines from a pipe or file, read ahead by a thread; None once the input has ended."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A daemon thread, not the default executor: a read blocked at exit must not hang it.
+        def read() -> None:
+            for line in self._stream:
+                loop.call_soon_threadsafe(self._lines.put_nowait, line)
+            loop.call_soon_threadsafe(self._lines.put_nowait, None)
+
+        threading.Thread(target=read, name="console-input", daemon=True).start()
+
+    async def read_line(self, prompt: str, write: Callable[[str], None]) -> str | None:
+        write(prompt)
+        return await self._lines.get()
+
+    def typed(self) -> str:
+        return ""
+
+
+class _TerminalLines:
+    """Lines typed at a terminal, through readline (editing and history), one read at a time.
+
+    Only one read is ever open, and only at the prompt: readline redraws its line from what it
+    printed itself, so nothing else may write while it reads.
+    """
+
+    def __init__(self) -> None:
+        with contextlib.suppress(ImportError):  # not on every platform: plain input() then
+            import readline
+
+            # Pasted text arrives as typed text (no escape sequences around it).
+            readline.parse_and_bind("set enable-bracketed-paste off")
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        return None
+
+    def typed(self) -> str:
+        """What is typed on the line being read so far."""
+        try:
+            import readline
+        except ImportError:
+            return ""
+        return readline.get_line_buffer()
+
+    async def read_line(self, prompt: str, write: Callable[[str], None]) -> str | None:
+        loop = asyncio.get_running_loop()
+        line: asyncio.Future[str | None] = loop.create_future()
+
+        # readline must not count the colour codes as characters of the line.
+        prompt = _ANSI.sub(lambda m: f"\x01{m.group(0)}\x02", prompt)
+
+        def read() -> None:
+            try:
+                text: str | None = input(prompt)
+            except EOFError:
+                text = None
+            loop.call_soon_threadsafe(line.set_result, text)
+
+        threading.Thread(target=read, name="console-input", daemon=True).start()
+        return await line
+
+    @contextlib.contextmanager
+    def watch_keys(self, on_ctrl_d: Callable[[], None]) -> Iterator[None]:
+        """While an answer is written: keys are not echoed, Ctrl-D calls `on_ctrl_d`."""
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        # cbreak: keys arrive one by one, not echoed; Ctrl-C still raises SIGINT (stop).
+        tty.setcbreak(fd)
+        loop = asyncio.get_running_loop()
+
+        def on_key() -> None:
+            if CTRL_D in os.read(fd, 64):
+                on_ctrl_d()
+
+        loop.add_reader(fd, on_key)
+        try:
+            yield
+        finally:
+            loop.remove_reader(fd)
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class _MarkdownAnswer:
+    """The answer re-rendered as terminal Markdown while it streams (rich), below the reasoning."""
+
+    REFRESHES_PER_SECOND = 8
+
+    def __init__(self, output: TextIO) -> None:
+        from rich.console import Console  # only for a person at a colour terminal
+
+        self._console = Console(file=output, force_terminal=True, highlight=False)
+        self._text = ""
+        self._live: Any = None
+        self._shown_at = 0.0
+
+    def add(self, text: str) -> None:
+        from rich.live import Live
+
+        self._text += text
+        if self._live is None:
+            # Taller than the screen: the top scrolls away as plain output (nothing repeated).
+            self._live = Live(
+                console=self._console, auto_refresh=False, vertical_overflow="visible"
+            )
+            self._live.start()
+        now = time.monotonic()
+        if now - self._shown_at >= 1 / self.REFRESHES_PER_SECOND:
+            self._show()
+            self._shown_at = now
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._show()
+            self._live.stop()
+            self._live = None
+
+    def _show(self) -> None:
+        from rich.markdown import Markdown
+
+        self._live.update(Markdown(self._text), refresh=True)
 
 
 class ConsoleUI:
@@ -57,20 +197,22 @@ class ConsoleUI:
         self._mode = reasoning_mode
         self._out = output
         self._key = key
-        self._style = _Style(output.isatty() and "NO_COLOR" not in os.environ)
+        is_colour_terminal = output.isatty() and "NO_COLOR" not in os.environ
+        self._style = _Style(is_colour_terminal)
+        self._renders_markdown = is_colour_terminal
         self._reply: Reply | None = None
-        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._input = _TerminalLines() if _is_terminal(sys.stdin) else _PipedLines(sys.stdin)
+        self._is_quitting = False  # Ctrl-D came while an answer was written
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._start_reader(loop)
+        self._input.start(loop)
         loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
         try:
             await self._show_resumed()
             self._write("Type a message and press Enter. /help lists commands; Ctrl-D quits.\n")
-            while True:
-                self._write(f"{self._style.bold}you>{self._style.reset} ")
-                line = await self._lines.get()
+            while not self._is_quitting:
+                line = await self._input.read_line(self._prompt(), self._write)
                 if line is None:
                     self._write("\n")
                     return
@@ -79,21 +221,23 @@ class ConsoleUI:
         finally:
             loop.remove_signal_handler(signal.SIGINT)
 
-    def _start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A daemon thread, not the default executor: a read blocked at exit must not hang it.
-        def read() -> None:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(self._lines.put_nowait, line)
-            loop.call_soon_threadsafe(self._lines.put_nowait, None)
-
-        threading.Thread(target=read, name="console-input", daemon=True).start()
+    def _prompt(self) -> str:
+        return f"{self._style.bold}you>{self._style.reset} "
 
     def _on_interrupt(self) -> None:
         if self._reply is not None:
             self._reply.stop()
         else:
+            # At the prompt: the hint on its own line, then the prompt and what was typed so
+            # far again (readline goes on editing it where its cursor was: at the end).
             self._write("\n(Ctrl-D or /exit quits)\n")
-            self._write(f"{self._style.bold}you>{self._style.reset} ")
+            self._write(self._prompt() + self._input.typed())
+
+    def _quit_now(self) -> None:
+        """Ctrl-D during an answer: stop it (it is stored as stopped) and quit after it lands."""
+        self._is_quitting = True
+        if self._reply is not None:
+            self._reply.stop()
 
     async def _handle(self, line: str) -> bool:
         """Act on one input line; False means quit."""
@@ -146,11 +290,29 @@ class ConsoleUI:
             self._write(f"{exc}\n")
             return
         try:
-            await self._print_reply(self._reply)
+            with self._watching_for_quit():
+                await self._print_reply(self._reply)
         finally:
             self._reply = None
 
+    @contextlib.contextmanager
+    def _watching_for_quit(self) -> Iterator[None]:
+        # Piped input has no Ctrl-D: its lines are answered one after another until it ends.
+        if not isinstance(self._input, _TerminalLines):
+            yield
+            return
+        with self._input.watch_keys(self._quit_now):
+            yield
+
     async def _print_reply(self, reply: Reply) -> None:
+        markdown = _MarkdownAnswer(self._out) if self._renders_markdown else None
+        try:
+            await self._print_events(reply, markdown)
+        finally:
+            if markdown is not None:
+                markdown.close()
+
+    async def _print_events(self, reply: Reply, markdown: _MarkdownAnswer | None) -> None:
         style = self._style
         in_reasoning = False
         thinking_since: float | None = None
@@ -173,11 +335,17 @@ class ConsoleUI:
                 if in_reasoning:
                     self._end_reasoning(thinking_since)
                     in_reasoning = False
-                self._write(event.text)
+                if markdown is not None:
+                    markdown.add(event.text)
+                else:
+                    self._write(event.text)
             elif isinstance(event, ReplyFinished):
                 if in_reasoning:
                     self._end_reasoning(thinking_since)
-                self._write("\n")
+                if markdown is not None:
+                    markdown.close()  # rich ends the block with its own newline
+                else:
+                    self._write("\n")
                 if event.note:
                     self._write(f"{style.dim}{event.note}{style.reset}\n")
 
@@ -203,3 +371,10 @@ class ConsoleUI:
     def _write(self, text: str) -> None:
         self._out.write(text)
         self._out.flush()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:  # closed
+        return False

@@ -43,21 +43,24 @@ def endless_folder(tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     return save_model_folder(model, tokenizer, tmp_path_factory.mktemp("endless"))
 
 
-def start_console(config: Path) -> tuple[pexpect.spawn, str]:
+def start_console(config: Path, *, colour: bool = False) -> tuple[pexpect.spawn, str]:
     """The running console at its first prompt, and what it printed before the prompt."""
     program, *args = bot_command("console", "--config", str(config))
+    env = bot_env()
+    if colour:
+        del env["NO_COLOR"]
     child = pexpect.spawn(
         program,
         args,
         cwd=str(REPO),
-        env=bot_env(),
+        env=env,
         encoding="utf-8",
         timeout=WAIT,
         dimensions=(40, 200),
     )
     child.expect_exact("Ctrl-D quits.\r\n")
     greeting = child.before.replace("\r\n", "\n")
-    child.expect_exact(PROMPT)
+    child.expect_exact("you>" if colour else PROMPT)  # in bold on a colour terminal
     return child, greeting
 
 
@@ -192,3 +195,53 @@ def test_commands(chatty_folder, tmp_path):
             return await store.get_system_prompt(CONSOLE.platform, CONSOLE.chat_id)
 
     assert asyncio.run(chat_system_prompt()) is None
+
+
+def test_line_editing_and_the_sessions_earlier_lines(chatty_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    child, _ = start_console(tiny_model_config(tmp_path / "config.toml", chatty_folder, db))
+    left, up = "\x1b[D", "\x1b[A"
+    # A typo mended in place: the cursor goes back four characters and a letter is put in.
+    child.send(f"Questio one{left * 4}n\r")
+    child.expect_exact(ANSWER)
+    child.expect_exact(PROMPT)
+    child.send(f"{up}\r")  # the up arrow brings the last line back
+    child.expect_exact(ANSWER)
+    child.expect_exact(PROMPT)
+    quit_with_ctrl_d(child)
+    asked = [m.content for m in stored(db) if m.role == "user"]
+    assert asked == ["Question one", "Question one"]
+
+
+def test_ctrl_d_during_an_answer_stops_it_and_quits(endless_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(
+        tmp_path / "config.toml", endless_folder, db, generation={"max_new_tokens": 100_000}
+    )
+    child, _ = start_console(config)
+    child.sendline("Tell me a long story.")
+    child.expect_exact(" and on and on")  # the answer is streaming
+    child.sendeof()
+    child.expect_exact("(Stopped.)")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    question, reply = stored(db)
+    assert question.content == "Tell me a long story."
+    assert reply.status == "stopped"
+    assert reply.content.startswith("On and on and on")
+
+
+def test_a_colour_terminal_gets_the_answer_as_rendered_markdown(chatty_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(tmp_path / "config.toml", chatty_folder, db)
+    child, _ = start_console(config, colour=True)
+    child.sendline("Hello")
+    child.expect_exact("\x1b[1m" + "Nice")  # **Nice** in bold, without the asterisks
+    child.expect_exact("to meet you")
+    child.expect_exact("you>")
+    shown = child.before
+    quit_with_ctrl_d(child)
+    assert "**" not in shown
+    [_, reply] = stored(db)
+    assert reply.content == ANSWER  # stored as the model wrote it
