@@ -14,6 +14,7 @@ from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy,
 from bot.frontends.discord_controls import stop_view
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
+from bot.frontends.discord_turns import TurnReader
 from bot.types import ChatError, ChatKey
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ HELP = """**Commands**
 `/reset user:` start a new dialogue for someone else here (admins)
 `/system` show this channel's system prompt
 `/system text:` set it; `/system text:clear` restores the default (admins; anyone in a DM)
+`/id` your user id and this channel's (and server's) id, for the bot's allowlist
 `/help` this help
 Each person has their own dialogue in each channel."""
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
@@ -43,6 +45,7 @@ class DiscordHandlers:
         service: ChatService,
         replies: ReplyStreams,
         access: AccessPolicy,
+        turns: TurnReader,
         *,
         token_ttl: float,
         token_margin: float,
@@ -50,6 +53,7 @@ class DiscordHandlers:
         self._service = service
         self._replies = replies
         self._access = access
+        self._turns = turns
         self._token_ttl = token_ttl
         self._token_margin = token_margin
         self._is_accepting = True
@@ -65,7 +69,7 @@ class DiscordHandlers:
     # Commands -----------------------------------------------------------------------------------
 
     def add_commands(self, tree: app_commands.CommandTree[discord.Client]) -> None:
-        """Register /chat, /reset, /system, /stop and /help on `tree`."""
+        """Register /chat, /reset, /system, /stop, /id and /help on `tree`."""
 
         @tree.command(name="chat", description="Ask the model")
         @app_commands.describe(prompt="Your message")
@@ -85,6 +89,10 @@ class DiscordHandlers:
         @tree.command(name="stop", description="Stop the answer being written for you here")
         async def stop(interaction: discord.Interaction) -> None:
             await self.stop(interaction)
+
+        @tree.command(name="id", description="Show your user id and this channel's id")
+        async def id_(interaction: discord.Interaction) -> None:
+            await _tell(interaction, ids_text(interaction))
 
         @tree.command(name="help", description="What this bot can do")
         async def help_(interaction: discord.Interaction) -> None:
@@ -207,7 +215,8 @@ class DiscordHandlers:
         text = re.sub(rf"<@!?{self._bot_user_id}>", " ", message.content)
         key = _key(message.channel.id, caller.user_id)
         try:
-            reply = await self._service.start_reply(key, text)
+            turn = await self._turns.turn(message, self._bot_user_id, text)
+            reply = await self._service.start_reply(key, turn)
         except ChatError as exc:
             await _reply(message, str(exc))
             return
@@ -234,6 +243,14 @@ class DiscordHandlers:
     def _stream(self, reply: Reply, sink: DiscordSink, channel_id: int | None) -> None:
         assert channel_id is not None
         self._replies.start(reply, sink, channel_id=channel_id)
+
+
+def ids_text(interaction: discord.Interaction) -> str:
+    """The ids an admin needs for allowed_users, admins and guild_ids (open to everyone)."""
+    lines = [f"Your user id: {interaction.user.id}", f"This channel's id: {interaction.channel_id}"]
+    if interaction.guild_id is not None:
+        lines.append(f"This server's id: {interaction.guild_id}")
+    return "\n".join(lines)
 
 
 def _key(channel_id: int | None, user_id: int) -> ChatKey:

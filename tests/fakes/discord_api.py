@@ -27,7 +27,7 @@ import math
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,6 +141,8 @@ class FakeDiscord:
         self.messages: list[MessageRecord] = []
         self.interactions: list[InteractionRecord] = []
         self.typing: list[tuple[float, int]] = []
+        self.attachment_files: dict[str, bytes] = {}  # attachment id -> content (the CDN)
+        self.downloads: list[str] = []  # names of the attachments the bot fetched
         self.commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
         self._faults: dict[str, list[_Fault]] = {}
@@ -163,6 +165,9 @@ class FakeDiscord:
         """Binds a random loopback port and starts serving."""
         app = web.Application()
         app.router.add_get(GATEWAY_PATH, self.gateway.handle)
+        app.router.add_get(
+            "/attachments/{channel_id}/{attachment_id}/{filename}", self._get_attachment
+        )
         self._add_routes(app.router)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -557,8 +562,13 @@ class FakeDiscord:
         channel: FakeChannel | None = None,
         mention_bot: bool = False,
         reply_to: MessageRecord | None = None,
+        attachments: Sequence[tuple[str, bytes, str | None]] = (),
     ) -> MessageRecord:
-        """A user posts a message (DM when no guild/channel); dispatches MESSAGE_CREATE."""
+        """A user posts a message (DM when no guild/channel); dispatches MESSAGE_CREATE.
+
+        `attachments`: (file name, content, content type) of files sent with it; the bot can
+        fetch them from their URL, as from Discord's CDN.
+        """
         channel, guild = self._place(user, guild, channel)
         if mention_bot:
             content = f"{self.bot.mention} {content}"
@@ -577,6 +587,11 @@ class FakeDiscord:
             referenced=reply_to,
             type=19 if reply_to else 0,
         )
+        for name, content, content_type in attachments:
+            upload = {"filename": name, "size": len(content), "content_type": content_type}
+            attachment = self._attachment(record, upload)
+            self.attachment_files[attachment["id"]] = content
+            record.attachments.append(attachment)
         record.snapshot()
         self.messages.append(record)
         await self.gateway.broadcast_message("MESSAGE_CREATE", record)
@@ -1037,6 +1052,14 @@ class FakeDiscord:
             "proxy_url": url,
             "content_type": upload.get("content_type"),
         }
+
+    async def _get_attachment(self, request: web.Request) -> web.StreamResponse:
+        content = self.attachment_files.get(request.match_info["attachment_id"])
+        if content is None:
+            return web.Response(status=404, text="Not Found")
+        self.downloads.append(request.match_info["filename"])
+        self._changed()
+        return web.Response(body=content, content_type="application/octet-stream")
 
     async def _delete(self, message: MessageRecord) -> None:
         message.is_deleted = True

@@ -30,3 +30,92 @@ async def test_math_in_the_answer_shows_as_unicode(model, tokenizer, tmp_path) -
     # Every streamed edit showed the math converted or held back, never as LaTeX.
     assert not any("\\" in snapshot.content for snapshot in rec.original.history)
     assert stored[-1].content == ANSWER
+
+
+async def test_id_shows_user_channel_and_server_ids_privately(model, tokenizer, tmp_path) -> None:
+    # Only bob may chat: alice needs /id to ask an admin to add her.
+    async with running_bot(model, tokenizer, tmp_path, allowed_users=("bob",)) as bot:
+        in_guild = await bot.dc.slash(bot.alice, "id", guild=bot.guild)
+        in_dm = await bot.dc.slash(bot.alice, "id")
+        for record in (in_guild, in_dm):
+            await bot.dc.wait_for(lambda r=record: r.original and r.original.content)
+    channel = bot.guild.default_channel
+    assert in_guild.original.is_ephemeral
+    assert in_guild.original.content == (
+        f"Your user id: {bot.alice.id}\nThis channel's id: {channel.id}\n"
+        f"This server's id: {bot.guild.id}"
+    )
+    dm = bot.dc.dm_channel(bot.alice)
+    assert in_dm.original.content == f"Your user id: {bot.alice.id}\nThis channel's id: {dm.id}"
+
+
+async def _turns(bot: Any, channel: Any, user: Any) -> list[str]:
+    return [m.content for m in await bot.stored(channel.id, user) if m.role == "user"]
+
+
+async def _answers(bot: Any, channel: Any, count: int) -> list[str]:
+    await bot.dc.wait_for(
+        lambda: len([m for m in bot.bot_messages(channel) if is_done(m)]) >= count
+    )
+    await bot.wait_idle()
+    return [m.content for m in bot.bot_messages(channel)]
+
+
+async def test_a_reply_brings_the_replied_to_message_into_the_turn(
+    model, tokenizer, tmp_path
+) -> None:
+    async with running_bot(model, tokenizer, tmp_path, chat={"reply_context_chars": 20}) as bot:
+        dc, channel = bot.dc, bot.guild.default_channel
+        await dc.inject_message(bot.alice, "hi", guild=bot.guild, mention_bot=True)
+        [answer] = await _answers(bot, channel, 1)
+        said = await dc.inject_message(
+            bot.bob, "The train leaves at five, from platform 9.", guild=bot.guild
+        )
+        await dc.inject_message(
+            bot.alice, "when?", guild=bot.guild, mention_bot=True, reply_to=said
+        )
+        await _answers(bot, channel, 2)
+        [mine] = [m for m in bot.bot_messages(channel) if m.content == answer][:1]
+        await dc.inject_message(
+            bot.alice, "why bold?", guild=bot.guild, mention_bot=True, reply_to=mine
+        )
+        await _answers(bot, channel, 3)
+        turns = await _turns(bot, channel, bot.alice)
+    assert answer == "> Let me think.\n" + ANSWER_SHOWN
+    assert turns == [
+        "hi",
+        "(Replying to a message from bob:)\n> The train leaves at…\n\nwhen?",
+        # The bot's own answer without its quoted reasoning.
+        "(Replying to your message:)\n> Half is ½, so\n> **7**\n\nwhy bold?",
+    ]
+
+
+async def test_text_files_are_read_and_others_refused_in_one_line(
+    model, tokenizer, tmp_path
+) -> None:
+    async with running_bot(model, tokenizer, tmp_path, chat={"max_attachment_bytes": 1024}) as bot:
+        dc = bot.dc
+        dm = dc.dm_channel(bot.alice)
+        await dc.inject_message(
+            bot.alice, "Summarize", attachments=[("notes.txt", b"buy milk\n", "text/plain")]
+        )
+        await _answers(bot, dm, 1)
+        refused = [
+            ("big.csv", b"a," * 1000, "text/csv"),
+            ("data.txt", b"\x89PNG\x00\xff", "text/plain"),
+            ("cat.png", b"\x89PNG", "image/png"),
+        ]
+        for count, file in enumerate(refused, start=2):
+            await dc.inject_message(bot.alice, "What is in it?", attachments=[file])
+            await dc.wait_for(lambda n=count: len(bot.bot_messages(dm)) >= n)
+        texts = [m.content for m in bot.bot_messages(dm)]
+        turns = await _turns(bot, dm, bot.alice)
+    assert turns == ["File notes.txt:\n```\nbuy milk\n```\n\nSummarize"]
+    assert texts[1:] == [
+        "big.csv is too large for me (2 KB; I read text files up to 1 KB).",
+        "I can't read data.txt: it is not UTF-8 text. Save it as UTF-8 (or paste the text) "
+        "and send it again.",
+        "I can't read cat.png: I can only read text messages and text files (.txt, .md, "
+        ".csv, source code); images, voice and other files I can't read.",
+    ]
+    assert dc.downloads == ["notes.txt", "data.txt"]  # refused by size or type: not fetched
