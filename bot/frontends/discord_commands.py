@@ -29,6 +29,7 @@ HELP = """**Commands**
 `/system text:` set it; `/system text:clear` restores the default (admins; anyone in a DM)
 `/id` your user id and this channel's (and server's) id, for the bot's allowlist
 `/help` this help
+Reply to a message to ask about it; attach a text file (.txt, .md, .csv, code) to have me read it.
 Each person has their own dialogue in each channel."""
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import discord
 
@@ -36,9 +37,11 @@ class TurnReader:
             return None  # not a reply, or the message was deleted
         if replied.author.id == bot_user_id:
             return self._composer.quote(_without_reasoning(replied.content), "assistant")
+        # A mention of the bot only said who was asked.
+        text = re.sub(rf"<@!?{bot_user_id}>", " ", replied.content).strip()
         if replied.author.id == message.author.id:
-            return self._composer.quote(replied.content, "user")
-        return self._composer.quote(replied.content, "other", replied.author.display_name)
+            return self._composer.quote(text, "user")
+        return self._composer.quote(text, "other", replied.author.display_name)
 
     async def _read(self, attachment: discord.Attachment) -> TextFile:
         try:

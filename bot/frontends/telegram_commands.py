@@ -32,7 +32,9 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 HELP = (
     "I answer with DeepSeek-R1, a reasoning model: I think first, then answer.\n"
     "• In a private chat, just write to me.\n"
-    "• In a group, mention me, reply to one of my messages, or use /ask <question>.\n\n"
+    "• In a group, mention me, reply to one of my messages, or use /ask <question>.\n"
+    "• Reply to a message to ask about it; send a text file (.txt, .md, .csv, code) to have "
+    "me read it.\n\n"
     "/stop stops the answer being written (or press ⏹ Stop)\n"
     "/reset starts a new conversation (I forget the earlier messages)\n"
     "/system shows or sets this chat's system prompt (admins)\n"

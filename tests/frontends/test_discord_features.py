@@ -64,29 +64,32 @@ async def _answers(bot: Any, channel: Any, count: int) -> list[str]:
 async def test_a_reply_brings_the_replied_to_message_into_the_turn(
     model, tokenizer, tmp_path
 ) -> None:
-    async with running_bot(model, tokenizer, tmp_path, chat={"reply_context_chars": 20}) as bot:
+    async with running_bot(model, tokenizer, tmp_path) as bot:
         dc, channel = bot.dc, bot.guild.default_channel
-        await dc.inject_message(bot.alice, "hi", guild=bot.guild, mention_bot=True)
+        hi = await dc.inject_message(bot.alice, "hi", guild=bot.guild, mention_bot=True)
         [answer] = await _answers(bot, channel, 1)
-        said = await dc.inject_message(
-            bot.bob, "The train leaves at five, from platform 9.", guild=bot.guild
-        )
+        # Without the message-content intent Discord hides the text of a server message that
+        # is neither the bot's nor mentions it, also as the message replied to.
+        said = await dc.inject_message(bot.bob, "The train leaves at five.", guild=bot.guild)
         await dc.inject_message(
             bot.alice, "when?", guild=bot.guild, mention_bot=True, reply_to=said
         )
         await _answers(bot, channel, 2)
-        [mine] = [m for m in bot.bot_messages(channel) if m.content == answer][:1]
+        [shown] = [m for m in bot.bot_messages(channel) if m.content == answer][:1]
         await dc.inject_message(
-            bot.alice, "why bold?", guild=bot.guild, mention_bot=True, reply_to=mine
+            bot.alice, "why bold?", guild=bot.guild, mention_bot=True, reply_to=shown
         )
         await _answers(bot, channel, 3)
+        await dc.inject_message(bot.alice, "again", guild=bot.guild, mention_bot=True, reply_to=hi)
+        await _answers(bot, channel, 4)
         turns = await _turns(bot, channel, bot.alice)
     assert answer == "> Let me think.\n" + ANSWER_SHOWN
     assert turns == [
         "hi",
-        "(Replying to a message from bob:)\n> The train leaves at…\n\nwhen?",
+        "when?",
         # The bot's own answer without its quoted reasoning.
         "(Replying to your message:)\n> Half is ½, so\n> **7**\n\nwhy bold?",
+        "(Replying to my earlier message:)\n> hi\n\nagain",  # the mention left out
     ]
 
 
