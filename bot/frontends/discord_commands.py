@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 HELP = """**Commands**
-`/chat prompt:` ask the model (or DM me, or @mention me)
+`/chat prompt: [file:]` ask the model, optionally about a text file (or DM me, or @mention me)
 `/stop` stop the answer being written for you here (or press its Stop button)
 `/reset` start a new dialogue in this channel (the old one stays stored)
 `/reset user:` start a new dialogue for someone else here (admins)
@@ -73,9 +73,11 @@ class DiscordHandlers:
         """Register /chat, /reset, /system, /stop, /id and /help on `tree`."""
 
         @tree.command(name="chat", description="Ask the model")
-        @app_commands.describe(prompt="Your message")
-        async def chat(interaction: discord.Interaction, prompt: str) -> None:
-            await self.chat(interaction, prompt)
+        @app_commands.describe(prompt="Your message", file="A text file to read with it")
+        async def chat(
+            interaction: discord.Interaction, prompt: str, file: discord.Attachment | None = None
+        ) -> None:
+            await self.chat(interaction, prompt, file)
 
         @tree.command(name="reset", description="Start a new dialogue in this channel")
         @app_commands.describe(user="Someone else whose dialogue to reset (admins only)")
@@ -99,7 +101,12 @@ class DiscordHandlers:
         async def help_(interaction: discord.Interaction) -> None:
             await _tell(interaction, HELP)
 
-    async def chat(self, interaction: discord.Interaction, prompt: str) -> None:
+    async def chat(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        file: discord.Attachment | None = None,
+    ) -> None:
         caller = _caller_of(interaction)
         if not await self._admit(interaction, caller):
             return
@@ -107,13 +114,15 @@ class DiscordHandlers:
         try:
             # Checked before acknowledging: a refusal must be private, and once Discord shows
             # a public "thinking…" the answer can no longer become ephemeral.
+            self._turns.check([file] if file is not None else [])
             self._service.check_message(key, prompt)
         except ChatError as exc:
             await _tell(interaction, str(exc))
             return
         await interaction.response.defer(thinking=True)
         try:
-            reply = await self._service.start_reply(key, prompt)
+            turn = await self._turns.slash_turn(prompt, file)
+            reply = await self._service.start_reply(key, turn)
         except ChatError as exc:  # rare here: the engine is busy, or a race with another turn
             await _retract(interaction, str(exc))
             return

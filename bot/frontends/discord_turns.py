@@ -24,11 +24,20 @@ class TurnReader:
     async def turn(self, message: discord.Message, bot_user_id: int, text: str) -> str:
         """The user's turn for `message` (whose own text is `text`); ChatError if refused."""
         attachments = list(message.attachments)
-        for attachment in attachments:  # all checked before any is downloaded
-            self._composer.check_file(attachment.filename, attachment.content_type, attachment.size)
+        self.check(attachments)
         files = [await self._read(attachment) for attachment in attachments]
         quote = self._quote(message, bot_user_id)
         return self._composer.compose(text, quote=quote, files=files)
+
+    def check(self, attachments: list[discord.Attachment]) -> None:
+        """ChatError unless every attachment is a readable text file: all before any download."""
+        for attachment in attachments:
+            self._composer.check_file(attachment.filename, attachment.content_type, attachment.size)
+
+    async def slash_turn(self, text: str, attachment: discord.Attachment | None) -> str:
+        """The turn of /chat: the prompt and the attached file, if any (checked beforehand)."""
+        files = [await self._read(attachment)] if attachment is not None else []
+        return self._composer.compose(text, files=files)
 
     def _quote(self, message: discord.Message, bot_user_id: int) -> Quote | None:
         reference = message.reference

@@ -72,6 +72,7 @@ from .discord_wire import (
 T = TypeVar("T")
 
 API_PREFIX = "/api/v10"
+OPTION_ATTACHMENT = 11
 GATEWAY_PATH = "/gateway"
 _MENTION = re.compile(r"<@!?(\d+)>")
 
@@ -538,7 +539,9 @@ class FakeDiscord:
             choices = [c["value"] for c in known[name].get("choices", [])]
             if choices and value not in choices:
                 raise ValueError(f"option {name!r}: {value!r} is not one of {choices}")
-            if isinstance(value, FakeUser):
+            if option_type == OPTION_ATTACHMENT:
+                value = self._upload_option(value, resolved)
+            elif isinstance(value, FakeUser):
                 resolved.setdefault("users", {})[str(value.id)] = value.to_json()
                 if guild is not None and value.id in guild.members:
                     resolved.setdefault("members", {})[str(value.id)] = guild.member_json(
@@ -550,6 +553,24 @@ class FakeDiscord:
         if missing:
             raise ValueError(f"required options missing: {missing}")
         return out
+
+    def _upload_option(
+        self, upload: tuple[str, bytes, str | None], resolved: dict[str, dict[str, Any]]
+    ) -> str:
+        """An attachment option: (file name, content, content type) uploaded, then resolved."""
+        name, content, content_type = upload
+        attachment_id = str(self.world.ids.next())
+        url = f"{self.base_url}/attachments/0/{attachment_id}/{name}"
+        resolved.setdefault("attachments", {})[attachment_id] = {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(content),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+        self.attachment_files[attachment_id] = content
+        return attachment_id
 
     # -- injection: messages
 

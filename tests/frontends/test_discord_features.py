@@ -122,3 +122,31 @@ async def test_text_files_are_read_and_others_refused_in_one_line(
         ".csv, source code); images, voice and other files I can't read.",
     ]
     assert dc.downloads == ["notes.txt", "data.txt"]  # refused by size or type: not fetched
+
+
+async def test_slash_chat_reads_an_attached_text_file(model, tokenizer, tmp_path) -> None:
+    async with running_bot(model, tokenizer, tmp_path) as bot:
+        dc, channel = bot.dc, bot.guild.default_channel
+        upload = ("notes.md", b"# Plan\n- ship it\n", "text/markdown")
+        rec = await dc.slash(bot.alice, "chat", prompt="Summarize", file=upload, guild=bot.guild)
+        await dc.wait_for(lambda: is_done(rec.original))
+        await bot.wait_idle()
+        # Refused before the public "thinking…" (by type), or after it (content): privately.
+        image = await dc.slash(
+            bot.alice, "chat", prompt="What?", file=("a.png", b"\x89PNG", "image/png")
+        )
+        binary = await dc.slash(
+            bot.alice, "chat", prompt="What?", file=("a.txt", b"\xff\x00", "text/plain")
+        )
+        await dc.wait_for(lambda: image.original and image.original.content)
+        await dc.wait_for(lambda: binary.followups and binary.followups[0].content)
+        turns = await _turns(bot, channel, bot.alice)
+    assert turns == ["File notes.md:\n```\n# Plan\n- ship it\n```\n\nSummarize"]
+    assert image.original.is_ephemeral and image.original.content.startswith(
+        "I can't read a.png: I can only read text messages and text files"
+    )
+    [refusal] = binary.followups
+    assert refusal.is_ephemeral and refusal.content.startswith(
+        "I can't read a.txt: it is not UTF-8"
+    )
+    assert binary.original.is_deleted  # the public placeholder is gone

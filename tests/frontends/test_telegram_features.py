@@ -128,6 +128,21 @@ async def test_a_text_file_is_read_into_the_turn(
     ]
 
 
+async def test_in_a_group_a_file_is_read_only_when_meant_for_the_bot(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path
+) -> None:
+    async with running_bot(scripted.model, tokenizer, tmp_path) as bot:
+        bot.tg.push_document(GROUP, "shared.txt", b"for the team", user_id=ALICE)
+        bot.tg.push_document(
+            GROUP, "q.txt", b"2 + 2", caption="solve this", user_id=ALICE, mention=True
+        )
+        await _answered(bot, GROUP)
+        turns = await _stored_turns(bot, GROUP, ALICE)
+    assert turns == ["File q.txt:\n```\n2 + 2\n```\n\nsolve this"]
+    assert bot.tg.downloads == ["documents/file_2.txt"]  # the other file was not fetched
+    assert len(bot.tg.chat(GROUP).bot_messages) == 1
+
+
 REFUSALS = {
     "oversized": (
         {"file_name": "big.txt", "content": b"a" * 2000},
