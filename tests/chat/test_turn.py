@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from bot.chat.turn import TurnComposer, is_text_file
 from bot.config import ChatSettings
 from bot.types import ChatError
+from tests.chat.test_service import ALICE, SCRIPT, ask, prompt_text, running
+from tests.support.models import build_scripted_model
 
 
 def _composer(**settings: int) -> TurnComposer:
@@ -89,3 +94,24 @@ def test_check_file_refuses_before_download_by_type_or_size() -> None:
         composer.check_file("a.py", None, 1025)
     with pytest.raises(ChatError, match=r"I can't read song\.mp3"):
         composer.check_file("song.mp3", "audio/mpeg", 10)
+
+
+async def test_a_file_and_a_quote_are_prompted_now_and_in_later_turns(
+    tokenizer: Any, tmp_path: Path
+) -> None:
+    composer = _composer()
+    turn = composer.compose(
+        "Which is cheaper?",
+        quote=composer.quote("Tea 3, coffee 4", "other", "Bob"),
+        files=[composer.read_file("prices.csv", b"item,price\ntea,3\n")],
+    )
+    model = build_scripted_model(tokenizer, SCRIPT)
+    async with running(model, tokenizer, tmp_path / "bot.db") as (app, engine):
+        await ask(app, ALICE, turn)
+        await ask(app, ALICE, "And the other?")
+    first, later = (prompt_text(tokenizer, request) for request in engine.requests)
+    expected = (
+        "(Replying to a message from Bob:)\n> Tea 3, coffee 4\n\n"
+        "File prices.csv:\n```\nitem,price\ntea,3\n```\n\nWhich is cheaper?"
+    )
+    assert expected in first and expected in later
