@@ -123,7 +123,7 @@ class DiscordHandlers:
         try:
             turn = await self._turns.slash_turn(prompt, file)
             reply = await self._service.start_reply(key, turn)
-        except ChatError as exc:  # rare here: the engine is busy, or a race with another turn
+        except ChatError as exc:  # the file is not UTF-8, the engine is busy, or a race
             await _retract(interaction, str(exc))
             return
         except Exception:

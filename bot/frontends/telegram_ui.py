@@ -40,9 +40,8 @@ from bot.render.pacing import ChatPacer, Clock, SystemClock
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-OPEN_COMMANDS = frozenset(
-    {"start", "help", "id"}
-)  # answered for everyone (with a refusal if need be)
+# Answered for everyone (with a refusal if need be); /id is how a newcomer asks to be let in.
+OPEN_COMMANDS = frozenset({"start", "help", "id"})
 # Loggers that may print request URLs, which carry the bot token (PTB logs its base URL).
 URL_LOGGERS = ("httpx", "httpcore", "telegram")
 
