@@ -149,6 +149,8 @@ class ChatSettings:
     reply_context_chars: int = field(default=1000, metadata=_check("non_negative"))
     # Larger attached text files are refused before they are downloaded.
     max_attachment_bytes: int = field(default=65536, metadata=_check("positive"))
+    # A 🔄 Regenerate button under each dialogue's latest answer (Telegram and Discord).
+    regenerate_button: bool = True
 
 
 @dataclass(frozen=True)

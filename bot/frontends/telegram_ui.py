@@ -33,7 +33,12 @@ from bot.frontends.telegram_commands import (
 )
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_pacers import ChatPacers
-from bot.frontends.telegram_replies import STOP_PREFIX, ReplyOptions, ReplyRunner
+from bot.frontends.telegram_replies import (
+    REGENERATE_PREFIX,
+    STOP_PREFIX,
+    ReplyOptions,
+    ReplyRunner,
+)
 from bot.frontends.telegram_turns import TurnReader
 from bot.render.pacing import ChatPacer, Clock, SystemClock
 
@@ -115,6 +120,7 @@ class TelegramFrontend:
                 tick_interval=tick_interval,
                 final_timeout=final_timeout,
                 use_drafts=use_drafts,
+                regenerate_button=chat.regenerate_button,
             ),
             limiter=limiter,
         )
@@ -246,6 +252,7 @@ class TelegramFrontend:
         new_message = filters.UpdateType.MESSAGE
         app = self._app
         app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{STOP_PREFIX}"))
+        app.add_handler(CallbackQueryHandler(self._on_regenerate, pattern=f"^{REGENERATE_PREFIX}"))
         for name, handler in self._commands.handlers().items():
             app.add_handler(CommandHandler(name, self._command(name, handler), filters=new_message))
         app.add_handler(MessageHandler(new_message & filters.COMMAND, self._on_unknown_command))
@@ -321,6 +328,20 @@ class TelegramFrontend:
         user_id = query.from_user.id
         toast = self._replies.stop_by_button(
             query.data, user_id, is_admin=self._access.is_admin(user_id)
+        )
+        try:
+            await query.answer(toast)
+        except TelegramError as error:
+            log.info("telegram: button press not answered: %s", error.message)
+
+    async def _on_regenerate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None or query.data is None:
+            return
+        user_id = query.from_user.id
+        answer = query.message if isinstance(query.message, Message) else None
+        toast = await self._replies.regenerate_by_button(
+            query.data, user_id, answer, is_allowed=self._access.is_allowed(user_id)
         )
         try:
             await query.answer(toast)

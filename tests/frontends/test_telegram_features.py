@@ -188,3 +188,57 @@ async def test_a_photo_gets_the_line_of_what_is_supported(
         "I can only read text messages and text files (.txt, .md, .csv, source code); images, "
         "voice and other files I can't read."
     ]
+
+
+def _with_button(bot: Bot, chat_id: int, data: str) -> list[int]:
+    """Ids of the bot's messages in the chat that show a button with this callback data."""
+    return [
+        m.message_id
+        for m in bot.tg.chat(chat_id).bot_messages
+        if any(b.get("callback_data") == data for b in m.buttons)
+    ]
+
+
+async def test_regenerate_answers_again_and_keeps_the_old_answer_stored(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path
+) -> None:
+    regenerate = f"regen:{USER}"
+    chat = {"reasoning": "hidden", "regenerate_button": True}
+    async with running_bot(scripted.model, tokenizer, tmp_path, chat=chat) as bot:
+        tg = bot.tg
+        question = tg.push_text(USER, "What is 7?")
+        [first] = await tg.wait_for(lambda: _with_button(bot, USER, regenerate))
+        query = tg.push_callback(USER, first, regenerate)
+        [second] = await tg.wait_for(
+            lambda: [i for i in _with_button(bot, USER, regenerate) if i != first]
+        )
+        await bot.wait_idle()
+        stored = await bot.stored(USER, USER)
+    old, new = tg.message(USER, first), tg.message(USER, second)
+    assert (old.text, new.text) == (MATH_SHOWN, MATH_SHOWN)
+    assert old.reply_markup is None  # only the latest answer offers 🔄
+    assert new.reply_to_message_id == question["message_id"]
+    assert tg.callback_queries[query].answer["text"] == "Regenerating…"
+    assert [(m.role, m.superseded_at is not None) for m in stored] == [
+        ("user", False),
+        ("assistant", True),
+        ("assistant", False),
+    ]
+
+
+async def test_in_a_group_only_the_asker_regenerates(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path
+) -> None:
+    regenerate = f"regen:{USER}"
+    chat = {"reasoning": "hidden", "regenerate_button": True}
+    async with running_bot(scripted.model, tokenizer, tmp_path, chat=chat) as bot:
+        tg = bot.tg
+        tg.push_text(GROUP, "What is 7?", user_id=USER, mention=True)
+        [answer] = await tg.wait_for(lambda: _with_button(bot, GROUP, regenerate))
+        query = tg.push_callback(GROUP, answer, regenerate, user_id=ALICE)
+        await tg.wait_for(lambda: tg.callback_queries[query].is_answered)
+        stored = await bot.stored(GROUP, USER)
+    assert tg.callback_queries[query].answer["text"] == (
+        "Only the person who asked can regenerate this answer."
+    )
+    assert len(stored) == 2 and len(tg.chat(GROUP).bot_messages) == 1
