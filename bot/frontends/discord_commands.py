@@ -11,11 +11,11 @@ from discord import app_commands
 
 from bot.chat.service import ChatService, Reply
 from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
-from bot.frontends.discord_controls import stop_view
+from bot.frontends.discord_controls import regenerate_view, stop_view
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
 from bot.frontends.discord_turns import TurnReader
-from bot.types import ChatError, ChatKey
+from bot.types import ChatError, ChatKey, ReplyStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ HELP = """**Commands**
 Reply to a message to ask about it; attach a text file (.txt, .md, .csv, code) to have me read it.
 Each person has their own dialogue in each channel."""
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
+ONLY_OWNER_REGENERATES = "Only the person who asked can regenerate this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
 FAILED = "Sorry, something went wrong. Please try again."
 CLEAR_WORDS = frozenset({"clear", "default", "reset"})
@@ -50,6 +51,7 @@ class DiscordHandlers:
         *,
         token_ttl: float,
         token_margin: float,
+        regenerate_button: bool = False,
     ) -> None:
         self._service = service
         self._replies = replies
@@ -59,6 +61,8 @@ class DiscordHandlers:
         self._token_margin = token_margin
         self._is_accepting = True
         self._bot_user_id: int | None = None
+        self._regenerate_button = regenerate_button
+        self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
 
     def stop_accepting(self) -> None:
         """New commands and messages are refused from now on (answers being written go on)."""
@@ -206,6 +210,36 @@ class DiscordHandlers:
         else:
             await _tell(interaction, "This answer has already finished.")
 
+    async def on_regenerate_pressed(self, interaction: discord.Interaction, owner_id: int) -> None:
+        """🔄 under the latest answer: its owner gets the question answered again."""
+        caller = _caller_of(interaction)
+        if caller.user_id != owner_id or not self._access.may_chat(caller):
+            await _tell(interaction, ONLY_OWNER_REGENERATES)
+            return
+        if not self._is_accepting:
+            await _tell(interaction, RESTARTING)
+            return
+        key = _key(interaction.channel_id, owner_id)
+        old = interaction.message
+        if old is None or self._latest.get(key) != old.id:
+            await _tell(interaction, "Only the latest answer can be regenerated.")
+            return
+        try:
+            reply = await self._service.regenerate(key)
+        except ChatError as exc:
+            await _tell(interaction, str(exc))
+            return
+        del self._latest[key]
+        try:
+            # Acknowledges the press; the old answer stays, without its button.
+            await interaction.response.edit_message(view=None)
+        except discord.HTTPException as exc:
+            log.warning("discord: could not acknowledge a regenerate press: %r", exc)
+        sink = DiscordSink(
+            _channel_of(interaction), make_view=lambda: stop_view(owner_id), reply_to=old
+        )
+        self._stream(reply, sink, interaction.channel_id)
+
     # Messages -----------------------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
@@ -252,7 +286,17 @@ class DiscordHandlers:
 
     def _stream(self, reply: Reply, sink: DiscordSink, channel_id: int | None) -> None:
         assert channel_id is not None
-        self._replies.start(reply, sink, channel_id=channel_id)
+
+        async def offer_regenerate() -> None:
+            final = await reply.finished()
+            if not self._is_accepting or final.status is ReplyStatus.INTERRUPTED:
+                return
+            message_id = await sink.mark_last(regenerate_view(int(reply.key.user_id)))
+            if message_id is not None:
+                self._latest[reply.key] = message_id
+
+        after = offer_regenerate if self._regenerate_button else None
+        self._replies.start(reply, sink, channel_id=channel_id, after=after)
 
 
 def ids_text(interaction: discord.Interaction) -> str:

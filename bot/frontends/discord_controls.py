@@ -8,12 +8,17 @@ from typing import Any, Protocol
 import discord
 
 STOP_ID_PREFIX = "r1bot:stop:"
+REGENERATE_ID_PREFIX = "r1bot:regen:"
 
 
 class StopHandler(Protocol):
     """Whoever acts on a press (the front-end's handlers); reached through the client."""
 
     async def on_stop_pressed(self, interaction: discord.Interaction, owner_id: int) -> None: ...
+
+    async def on_regenerate_pressed(
+        self, interaction: discord.Interaction, owner_id: int
+    ) -> None: ...
 
 
 class StopButton(
@@ -56,4 +61,43 @@ def stop_view(owner_id: int) -> discord.ui.View:
     """A view holding only the Stop button (nothing to store: the button is dynamic)."""
     view = discord.ui.View(timeout=None)
     view.add_item(StopButton(owner_id))
+    return view
+
+
+class RegenerateButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=re.escape(REGENERATE_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
+):
+    """Answers the last question of `owner_id` in this channel again (the 🔄 under an answer)."""
+
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Regenerate",
+                emoji="🔄",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{REGENERATE_ID_PREFIX}{owner_id}",
+            )
+        )
+        self.owner_id = owner_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Button[Any],
+        match: re.Match[str],
+        /,
+    ) -> RegenerateButton:
+        return cls(int(match["owner"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
+        await handler.on_regenerate_pressed(interaction, self.owner_id)
+
+
+def regenerate_view(owner_id: int) -> discord.ui.View:
+    """A view holding only the 🔄 Regenerate button."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(RegenerateButton(owner_id))
     return view

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.discord_state import CALLBACK_UPDATE_MESSAGE
 from tests.frontends.discord_harness import is_done, running_bot
 from tests.support.models import build_scripted_model
 
@@ -150,3 +151,34 @@ async def test_slash_chat_reads_an_attached_text_file(model, tokenizer, tmp_path
         "I can't read a.txt: it is not UTF-8"
     )
     assert binary.original.is_deleted  # the public placeholder is gone
+
+
+async def test_regenerate_answers_again_only_for_the_asker(model, tokenizer, tmp_path) -> None:
+    chat = {"reasoning": "hidden", "regenerate_button": True}
+    async with running_bot(model, tokenizer, tmp_path, chat=chat) as bot:
+        dc, channel = bot.dc, bot.guild.default_channel
+        regenerate = f"r1bot:regen:{bot.alice.id}"
+        rec = await dc.slash(bot.alice, "chat", prompt="What is 7?", guild=bot.guild)
+        await dc.wait_for(lambda: rec.original and regenerate in rec.original.custom_ids())
+        other = await dc.click(bot.bob, rec.original, regenerate)
+        await dc.wait_for(lambda: other.original and other.original.content)
+        press = await dc.click(bot.alice, rec.original, regenerate)
+        [again] = await dc.wait_for(
+            lambda: (
+                [m for m in bot.bot_messages(channel) if regenerate in m.custom_ids()]
+                if not rec.original.components
+                else None
+            )
+        )
+        await bot.wait_idle()
+        stored = await bot.stored(channel.id, bot.alice)
+    assert other.original.is_ephemeral
+    assert other.original.content == "Only the person who asked can regenerate this answer."
+    assert press.callback_type == CALLBACK_UPDATE_MESSAGE  # the old answer lost its button
+    assert rec.original.content == again.content == ANSWER_SHOWN
+    assert again.referenced is rec.original  # the new answer replies to the old one
+    assert [(m.role, m.superseded_at is not None) for m in stored] == [
+        ("user", False),
+        ("assistant", True),
+        ("assistant", False),
+    ]
