@@ -31,6 +31,9 @@ TEXT_SUFFIXES = frozenset({
 SUPPORTED = "text messages and text files (.txt, .md, .csv, source code)"
 NOT_SUPPORTED = f"I can only read {SUPPORTED}; images, voice and other files I can't read."
 
+# The user's turn behind ➡ Continue (an answer cut at the length limit goes on).
+CONTINUE_TEXT = "Please continue where you stopped."
+
 Author = Literal["assistant", "user", "other"]
 
 

@@ -14,6 +14,7 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
 from bot.chat.service import ChatService, Reply
+from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
 from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
@@ -28,6 +29,8 @@ STOP_PREFIX = "stop:"
 STOP_LABEL = "⏹ Stop"
 REGENERATE_PREFIX = "regen:"
 REGENERATE_LABEL = "🔄 Regenerate"
+CONTINUE_PREFIX = "cont:"
+CONTINUE_LABEL = "➡ Continue"
 CONTROL_TEXT = "✍️ Writing… tap Stop to cancel."
 SHUTDOWN_NOTE = "⚠️ Interrupted: the bot is restarting. Send your message again in a moment."
 CLOSING_TEXT = "I'm restarting right now; please send that again in a minute."
@@ -154,30 +157,37 @@ class ReplyRunner:
             return
         self._run(message, key, reply)
 
-    async def regenerate_by_button(
+    async def answer_button(
         self, data: str, user_id: int, answer: Message | None, *, is_allowed: bool
     ) -> str:
-        """Handle a 🔄 press on `answer`: answer its question again; returns the toast text."""
+        """Handle 🔄 (answer again) or ➡ (go on) under `answer`; returns the toast text."""
+        is_continue = data.startswith(CONTINUE_PREFIX)
+        verb = "continue" if is_continue else "regenerate"
         try:
-            owner = int(data.removeprefix(REGENERATE_PREFIX))
+            owner = int(data.partition(":")[2])
         except ValueError:
             return "That button is not mine."
         if answer is None or user_id != owner or not is_allowed:
-            return "Only the person who asked can regenerate this answer."
+            return f"Only the person who asked can {verb} this answer."
         key = ChatKey(PLATFORM, str(answer.chat.id), str(owner))
         if self._latest.get(key) != answer.message_id or self._is_closing:
-            return "Only the latest answer can be regenerated."
+            return f"Only the latest answer can be {verb}d."
+        start = (
+            self._service.start_reply(key, CONTINUE_TEXT)
+            if is_continue
+            else self._service.regenerate(key)
+        )
         try:
-            reply = await self._starting(self._service.regenerate(key))
+            reply = await self._starting(start)
         except ChatError as error:
             return str(error)
         del self._latest[key]
-        # The old answer stays in the chat without its button; the new one replies to the
-        # same question.
-        self._run(answer.reply_to_message or answer, key, reply)
+        # The old answer stays in the chat without its buttons. A new answer replies to the
+        # same question; a continuation to the answer it continues.
+        self._run(answer if is_continue else answer.reply_to_message or answer, key, reply)
         with contextlib.suppress(TelegramError):
             await self._bot.edit_message_reply_markup(answer.chat.id, answer.message_id)
-        return "Regenerating…"
+        return "Continuing…" if is_continue else "Regenerating…"
 
     async def _starting(self, start: Awaitable[Reply]) -> Reply:
         self._num_starting += 1
@@ -312,22 +322,25 @@ class ReplyRunner:
             running.reply.stop()
 
     async def _offer_regenerate(self, running: _Running, sink: TelegramSink) -> None:
-        """🔄 under the answer's last message, once it has landed (not when cut by a restart)."""
+        """🔄 (and ➡ if cut at the length limit) under the answer's last message once landed."""
         final = running.final
         if not self._options.regenerate_button or final is None or self._is_closing:
             return
         if final.status is ReplyStatus.INTERRUPTED:
             return
         key = running.reply.key
-        markup = InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton(
-                        REGENERATE_LABEL, callback_data=f"{REGENERATE_PREFIX}{key.user_id}"
-                    )
-                ]
-            ]
-        )
+        buttons = [
+            InlineKeyboardButton(
+                REGENERATE_LABEL, callback_data=f"{REGENERATE_PREFIX}{key.user_id}"
+            )
+        ]
+        if final.status is ReplyStatus.LENGTH:
+            buttons.append(
+                InlineKeyboardButton(
+                    CONTINUE_LABEL, callback_data=f"{CONTINUE_PREFIX}{key.user_id}"
+                )
+            )
+        markup = InlineKeyboardMarkup([buttons])
         message_id = await sink.mark_last(markup)
         if message_id is not None:
             self._latest[key] = message_id

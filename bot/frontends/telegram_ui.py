@@ -34,6 +34,7 @@ from bot.frontends.telegram_commands import (
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_pacers import ChatPacers
 from bot.frontends.telegram_replies import (
+    CONTINUE_PREFIX,
     REGENERATE_PREFIX,
     STOP_PREFIX,
     ReplyOptions,
@@ -252,7 +253,8 @@ class TelegramFrontend:
         new_message = filters.UpdateType.MESSAGE
         app = self._app
         app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{STOP_PREFIX}"))
-        app.add_handler(CallbackQueryHandler(self._on_regenerate, pattern=f"^{REGENERATE_PREFIX}"))
+        answer_buttons = f"^({REGENERATE_PREFIX}|{CONTINUE_PREFIX})"
+        app.add_handler(CallbackQueryHandler(self._on_answer_button, pattern=answer_buttons))
         for name, handler in self._commands.handlers().items():
             app.add_handler(CommandHandler(name, self._command(name, handler), filters=new_message))
         app.add_handler(MessageHandler(new_message & filters.COMMAND, self._on_unknown_command))
@@ -334,13 +336,13 @@ class TelegramFrontend:
         except TelegramError as error:
             log.info("telegram: button press not answered: %s", error.message)
 
-    async def _on_regenerate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _on_answer_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         if query is None or query.data is None:
             return
         user_id = query.from_user.id
         answer = query.message if isinstance(query.message, Message) else None
-        toast = await self._replies.regenerate_by_button(
+        toast = await self._replies.answer_button(
             query.data, user_id, answer, is_allowed=self._access.is_allowed(user_id)
         )
         try:

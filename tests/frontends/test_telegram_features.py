@@ -242,3 +242,33 @@ async def test_in_a_group_only_the_asker_regenerates(
         "Only the person who asked can regenerate this answer."
     )
     assert len(stored) == 2 and len(tg.chat(GROUP).bot_messages) == 1
+
+
+async def test_an_answer_cut_at_the_length_limit_can_be_continued(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path
+) -> None:
+    go_on = f"cont:{USER}"
+    chat = {"reasoning": "hidden", "regenerate_button": True}
+    generation = {"max_new_tokens": scripted.num_tokens - 3}  # cut just before the end
+    async with running_bot(
+        scripted.model, tokenizer, tmp_path, chat=chat, generation=generation
+    ) as bot:
+        tg = bot.tg
+        tg.push_text(USER, "What is 7?")
+        [cut] = await tg.wait_for(lambda: _with_button(bot, USER, go_on))
+        labels = [b["text"] for b in tg.message(USER, cut).buttons]
+        query = tg.push_callback(USER, cut, go_on)
+        await tg.wait_for(lambda: [i for i in _with_button(bot, USER, f"regen:{USER}") if i != cut])
+        await bot.wait_idle()
+        stored = await bot.stored(USER, USER)
+    assert labels == ["🔄 Regenerate", "➡ Continue"]
+    assert tg.callback_queries[query].answer["text"] == "Continuing…"
+    assert [(m.role, m.status) for m in stored][:3] == [
+        ("user", "complete"),
+        ("assistant", "length"),
+        ("user", "complete"),
+    ]
+    assert stored[2].content == "Please continue where you stopped."
+    continued = tg.chat(USER).bot_messages[-1]
+    assert continued.reply_to_message_id == cut  # the continuation follows the cut answer
+    assert tg.message(USER, cut).reply_markup is None
