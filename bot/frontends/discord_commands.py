@@ -10,8 +10,9 @@ import discord
 from discord import app_commands
 
 from bot.chat.service import ChatService, Reply
+from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
-from bot.frontends.discord_controls import regenerate_view, stop_view
+from bot.frontends.discord_controls import answer_view, stop_view
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
 from bot.frontends.discord_turns import TurnReader
@@ -32,7 +33,6 @@ HELP = """**Commands**
 Reply to a message to ask about it; attach a text file (.txt, .md, .csv, code) to have me read it.
 Each person has their own dialogue in each channel."""
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
-ONLY_OWNER_REGENERATES = "Only the person who asked can regenerate this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
 FAILED = "Sorry, something went wrong. Please try again."
 CLEAR_WORDS = frozenset({"clear", "default", "reset"})
@@ -210,11 +210,14 @@ class DiscordHandlers:
         else:
             await _tell(interaction, "This answer has already finished.")
 
-    async def on_regenerate_pressed(self, interaction: discord.Interaction, owner_id: int) -> None:
-        """🔄 under the latest answer: its owner gets the question answered again."""
+    async def on_answer_button(
+        self, interaction: discord.Interaction, owner_id: int, *, is_continue: bool
+    ) -> None:
+        """🔄 (answer the question again) or ➡ (go on) under its owner's latest answer."""
+        verb = "continue" if is_continue else "regenerate"
         caller = _caller_of(interaction)
         if caller.user_id != owner_id or not self._access.may_chat(caller):
-            await _tell(interaction, ONLY_OWNER_REGENERATES)
+            await _tell(interaction, f"Only the person who asked can {verb} this answer.")
             return
         if not self._is_accepting:
             await _tell(interaction, RESTARTING)
@@ -222,19 +225,23 @@ class DiscordHandlers:
         key = _key(interaction.channel_id, owner_id)
         old = interaction.message
         if old is None or self._latest.get(key) != old.id:
-            await _tell(interaction, "Only the latest answer can be regenerated.")
+            await _tell(interaction, f"Only the latest answer can be {verb}d.")
             return
         try:
-            reply = await self._service.regenerate(key)
+            if is_continue:
+                reply = await self._service.start_reply(key, CONTINUE_TEXT)
+            else:
+                reply = await self._service.regenerate(key)
         except ChatError as exc:
             await _tell(interaction, str(exc))
             return
         del self._latest[key]
         try:
-            # Acknowledges the press; the old answer stays, without its button.
+            # Acknowledges the press; the old answer stays, without its buttons, and the new
+            # one replies to it.
             await interaction.response.edit_message(view=None)
         except discord.HTTPException as exc:
-            log.warning("discord: could not acknowledge a regenerate press: %r", exc)
+            log.warning("discord: could not acknowledge a button press: %r", exc)
         sink = DiscordSink(
             _channel_of(interaction), make_view=lambda: stop_view(owner_id), reply_to=old
         )
@@ -291,7 +298,10 @@ class DiscordHandlers:
             final = await reply.finished()
             if not self._is_accepting or final.status is ReplyStatus.INTERRUPTED:
                 return
-            message_id = await sink.mark_last(regenerate_view(int(reply.key.user_id)))
+            view = answer_view(
+                int(reply.key.user_id), can_continue=final.status is ReplyStatus.LENGTH
+            )
+            message_id = await sink.mark_last(view)
             if message_id is not None:
                 self._latest[reply.key] = message_id
 

@@ -9,6 +9,7 @@ import discord
 
 STOP_ID_PREFIX = "r1bot:stop:"
 REGENERATE_ID_PREFIX = "r1bot:regen:"
+CONTINUE_ID_PREFIX = "r1bot:cont:"
 
 
 class StopHandler(Protocol):
@@ -16,8 +17,8 @@ class StopHandler(Protocol):
 
     async def on_stop_pressed(self, interaction: discord.Interaction, owner_id: int) -> None: ...
 
-    async def on_regenerate_pressed(
-        self, interaction: discord.Interaction, owner_id: int
+    async def on_answer_button(
+        self, interaction: discord.Interaction, owner_id: int, *, is_continue: bool
     ) -> None: ...
 
 
@@ -93,11 +94,45 @@ class RegenerateButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
-        await handler.on_regenerate_pressed(interaction, self.owner_id)
+        await handler.on_answer_button(interaction, self.owner_id, is_continue=False)
 
 
-def regenerate_view(owner_id: int) -> discord.ui.View:
-    """A view holding only the 🔄 Regenerate button."""
+class ContinueButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=re.escape(CONTINUE_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
+):
+    """Lets the answer of `owner_id` go on after it was cut at the length limit (➡)."""
+
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Continue",
+                emoji="➡️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{CONTINUE_ID_PREFIX}{owner_id}",
+            )
+        )
+        self.owner_id = owner_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Button[Any],
+        match: re.Match[str],
+        /,
+    ) -> ContinueButton:
+        return cls(int(match["owner"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
+        await handler.on_answer_button(interaction, self.owner_id, is_continue=True)
+
+
+def answer_view(owner_id: int, *, can_continue: bool) -> discord.ui.View:
+    """🔄 Regenerate under a finished answer, and ➡ Continue if it was cut at the limit."""
     view = discord.ui.View(timeout=None)
     view.add_item(RegenerateButton(owner_id))
+    if can_continue:
+        view.add_item(ContinueButton(owner_id))
     return view

@@ -182,3 +182,31 @@ async def test_regenerate_answers_again_only_for_the_asker(model, tokenizer, tmp
         ("assistant", True),
         ("assistant", False),
     ]
+
+
+async def test_an_answer_cut_at_the_length_limit_can_be_continued(
+    model, tokenizer, tmp_path
+) -> None:
+    chat = {"reasoning": "hidden", "regenerate_button": True}
+    async with running_bot(
+        model, tokenizer, tmp_path, chat=chat, generation={"max_new_tokens": 10}
+    ) as bot:
+        dc, channel = bot.dc, bot.guild.default_channel
+        go_on = f"r1bot:cont:{bot.alice.id}"
+        rec = await dc.slash(bot.alice, "chat", prompt="What is 7?", guild=bot.guild)
+        await dc.wait_for(lambda: rec.original and go_on in rec.original.custom_ids())
+        buttons = sorted(rec.original.custom_ids())
+        await dc.click(bot.alice, rec.original, go_on)
+        [continued] = await dc.wait_for(
+            lambda: [m for m in bot.bot_messages(channel) if m.referenced is rec.original]
+        )
+        await dc.wait_for(lambda: is_done(continued) or continued.custom_ids())
+        await bot.wait_idle()
+        stored = await bot.stored(channel.id, bot.alice)
+    assert buttons == sorted([go_on, f"r1bot:regen:{bot.alice.id}"])
+    assert not rec.original.components  # the cut answer lost its buttons
+    assert [(m.role, m.content if m.role == "user" else m.status) for m in stored][:3] == [
+        ("user", "What is 7?"),
+        ("assistant", "length"),
+        ("user", "Please continue where you stopped."),
+    ]
