@@ -20,6 +20,8 @@ from bot.types import ChatError, ChatKey, ReplyStatus
 
 log = logging.getLogger(__name__)
 
+MAX_REMEMBERED = 100_000  # dialogues whose latest answer carries live buttons
+
 PLATFORM = "discord"
 HELP = """**Commands**
 `/chat prompt: [file:]` ask the model, optionally about a text file (or DM me, or @mention me)
@@ -303,7 +305,10 @@ class DiscordHandlers:
             )
             message_id = await sink.mark_last(view)
             if message_id is not None:
+                self._latest.pop(reply.key, None)  # newest last: the oldest are forgotten first
                 self._latest[reply.key] = message_id
+                if len(self._latest) > MAX_REMEMBERED:
+                    del self._latest[next(iter(self._latest))]
 
         after = offer_regenerate if self._regenerate_button else None
         self._replies.start(reply, sink, channel_id=channel_id, after=after)

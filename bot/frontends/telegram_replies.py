@@ -25,6 +25,8 @@ from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished
 
 log = logging.getLogger(__name__)
 
+MAX_REMEMBERED = 100_000  # dialogues whose latest answer carries live buttons
+
 STOP_PREFIX = "stop:"
 STOP_LABEL = "⏹ Stop"
 REGENERATE_PREFIX = "regen:"
@@ -343,7 +345,10 @@ class ReplyRunner:
         markup = InlineKeyboardMarkup([buttons])
         message_id = await sink.mark_last(markup)
         if message_id is not None:
+            self._latest.pop(key, None)  # newest last: the oldest are forgotten first
             self._latest[key] = message_id
+            if len(self._latest) > MAX_REMEMBERED:
+                del self._latest[next(iter(self._latest))]
 
     async def _keep_typing(self, target: ChatTarget, answering: asyncio.Event) -> None:
         """The typing action while the request is queued or the model thinks."""
