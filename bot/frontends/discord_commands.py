@@ -33,6 +33,7 @@ HELP = """**Commands**
 `/id` your user id and this channel's (and server's) id, for the bot's allowlist
 `/help` this help
 Reply to a message to ask about it; attach a text file (.txt, .md, .csv, code) to have me read it.
+🔄 under my latest answer writes another; ➡ Continue goes on with one cut short.
 Each person has their own dialogue in each channel."""
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
