@@ -145,6 +145,12 @@ class ChatSettings:
     reasoning: Literal["hidden", "collapsed", "full"] = "collapsed"
     # Longer user messages are refused (the model's context is precious).
     max_message_chars: int = field(default=16000, metadata=_check("positive"))
+    # Of the message a user replies to (or quotes), this much goes into their turn; 0 = none.
+    reply_context_chars: int = field(default=1000, metadata=_check("non_negative"))
+    # Larger attached text files are refused before they are downloaded.
+    max_attachment_bytes: int = field(default=65536, metadata=_check("positive"))
+    # A 🔄 Regenerate button under each dialogue's latest answer (Telegram and Discord).
+    regenerate_button: bool = True
 
 
 @dataclass(frozen=True)

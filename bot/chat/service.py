@@ -126,8 +126,7 @@ class ChatService:
         Cheap and synchronous, so a front-end can refuse privately before it acknowledges
         publicly (Discord must choose an ephemeral or a public answer at once).
         """
-        if self._is_closing:
-            raise ChatError("I'm restarting. Send your message again in a moment.")
+        self._check_free(key)
         text = text.strip()
         if not text:
             raise ChatError("Your message is empty: send me some text.")
@@ -136,19 +135,36 @@ class ChatService:
                 f"Your message is too long ({len(text)} characters; the limit is "
                 f"{self._chat.max_message_chars}). Please shorten it."
             )
+        return text
+
+    def _check_free(self, key: ChatKey) -> None:
+        """ChatError if no answer may start for `key` now (shutting down, or one is running)."""
+        if self._is_closing:
+            raise ChatError("I'm restarting. Send your message again in a moment.")
         if key in self._active:
             raise ChatError(
                 "I'm still answering your previous message. Wait for it to finish, or send /stop."
             )
-        return text
 
     async def start_reply(self, key: ChatKey, text: str) -> Reply:
         """Store the user's message and start answering; ChatError if refused (nothing stored)."""
-        text = self.check_message(key, text)
+        return await self._start(key, self.check_message(key, text), is_regenerate=False)
+
+    async def regenerate(self, key: ChatKey) -> Reply:
+        """Answer the dialogue's last question again; ChatError if its last message is no answer.
+
+        The old answer stays stored, marked superseded, and leaves later prompts.
+        """
+        self._check_free(key)
+        return await self._start(key, "", is_regenerate=True)
+
+    async def _start(self, key: ChatKey, text: str, *, is_regenerate: bool) -> Reply:
         reply = Reply(key)
         self._active[key] = reply  # claimed before any await, so a second message is refused
         try:
             history = await self._store.history(key)
+            if is_regenerate:
+                history, text = _without_last_exchange(history)
             system = await self.system_prompt(key.platform, key.chat_id)
             prompt = self._prompts.build(
                 system.text,
@@ -174,7 +190,10 @@ class ChatService:
                 raise ChatError(f"I can't answer right now: {exc}") from None
             reply._stream = stream
             try:
-                await self._store.add_user_message(key, text)
+                if is_regenerate:
+                    await self._store.supersede_last_answer(key)
+                else:
+                    await self._store.add_user_message(key, text)
             except BaseException:
                 stream.cancel()
                 raise
@@ -356,3 +375,10 @@ class ChatService:
                     "That system prompt would take over a quarter of the model's context."
                 )
         await self._store.set_system_prompt(platform, chat_id, text)
+
+
+def _without_last_exchange(history: list[Any]) -> tuple[list[Any], str]:
+    """The history before its last question and answer, and that question (to regenerate)."""
+    if len(history) < 2 or history[-1].role != "assistant" or history[-2].role != "user":
+        raise ChatError("There is no answer of mine to regenerate here.")
+    return history[:-2], history[-2].content

@@ -10,23 +10,30 @@ import discord
 from discord import app_commands
 
 from bot.chat.service import ChatService, Reply
+from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
-from bot.frontends.discord_controls import stop_view
+from bot.frontends.discord_controls import answer_view, stop_view
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
-from bot.types import ChatError, ChatKey
+from bot.frontends.discord_turns import TurnReader
+from bot.types import ChatError, ChatKey, ReplyStatus
 
 log = logging.getLogger(__name__)
 
+MAX_REMEMBERED = 100_000  # dialogues whose latest answer carries live buttons
+
 PLATFORM = "discord"
 HELP = """**Commands**
-`/chat prompt:` ask the model (or DM me, or @mention me)
+`/chat prompt: [file:]` ask the model, optionally about a text file (or DM me, or @mention me)
 `/stop` stop the answer being written for you here (or press its Stop button)
 `/reset` start a new dialogue in this channel (the old one stays stored)
 `/reset user:` start a new dialogue for someone else here (admins)
 `/system` show this channel's system prompt
 `/system text:` set it; `/system text:clear` restores the default (admins; anyone in a DM)
+`/id` your user id and this channel's (and server's) id, for the bot's allowlist
 `/help` this help
+Reply to a message to ask about it; attach a text file (.txt, .md, .csv, code) to have me read it.
+🔄 under my latest answer writes another; ➡ Continue goes on with one cut short.
 Each person has their own dialogue in each channel."""
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
@@ -43,17 +50,22 @@ class DiscordHandlers:
         service: ChatService,
         replies: ReplyStreams,
         access: AccessPolicy,
+        turns: TurnReader,
         *,
         token_ttl: float,
         token_margin: float,
+        regenerate_button: bool = False,
     ) -> None:
         self._service = service
         self._replies = replies
         self._access = access
+        self._turns = turns
         self._token_ttl = token_ttl
         self._token_margin = token_margin
         self._is_accepting = True
         self._bot_user_id: int | None = None
+        self._regenerate_button = regenerate_button
+        self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
 
     def stop_accepting(self) -> None:
         """New commands and messages are refused from now on (answers being written go on)."""
@@ -65,12 +77,14 @@ class DiscordHandlers:
     # Commands -----------------------------------------------------------------------------------
 
     def add_commands(self, tree: app_commands.CommandTree[discord.Client]) -> None:
-        """Register /chat, /reset, /system, /stop and /help on `tree`."""
+        """Register /chat, /reset, /system, /stop, /id and /help on `tree`."""
 
         @tree.command(name="chat", description="Ask the model")
-        @app_commands.describe(prompt="Your message")
-        async def chat(interaction: discord.Interaction, prompt: str) -> None:
-            await self.chat(interaction, prompt)
+        @app_commands.describe(prompt="Your message", file="A text file to read with it")
+        async def chat(
+            interaction: discord.Interaction, prompt: str, file: discord.Attachment | None = None
+        ) -> None:
+            await self.chat(interaction, prompt, file)
 
         @tree.command(name="reset", description="Start a new dialogue in this channel")
         @app_commands.describe(user="Someone else whose dialogue to reset (admins only)")
@@ -86,11 +100,20 @@ class DiscordHandlers:
         async def stop(interaction: discord.Interaction) -> None:
             await self.stop(interaction)
 
+        @tree.command(name="id", description="Show your user id and this channel's id")
+        async def id_(interaction: discord.Interaction) -> None:
+            await _tell(interaction, ids_text(interaction))
+
         @tree.command(name="help", description="What this bot can do")
         async def help_(interaction: discord.Interaction) -> None:
             await _tell(interaction, HELP)
 
-    async def chat(self, interaction: discord.Interaction, prompt: str) -> None:
+    async def chat(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        file: discord.Attachment | None = None,
+    ) -> None:
         caller = _caller_of(interaction)
         if not await self._admit(interaction, caller):
             return
@@ -98,14 +121,16 @@ class DiscordHandlers:
         try:
             # Checked before acknowledging: a refusal must be private, and once Discord shows
             # a public "thinking…" the answer can no longer become ephemeral.
+            self._turns.check([file] if file is not None else [])
             self._service.check_message(key, prompt)
         except ChatError as exc:
             await _tell(interaction, str(exc))
             return
         await interaction.response.defer(thinking=True)
         try:
-            reply = await self._service.start_reply(key, prompt)
-        except ChatError as exc:  # rare here: the engine is busy, or a race with another turn
+            turn = await self._turns.slash_turn(prompt, file)
+            reply = await self._service.start_reply(key, turn)
+        except ChatError as exc:  # the file is not UTF-8, the engine is busy, or a race
             await _retract(interaction, str(exc))
             return
         except Exception:
@@ -188,6 +213,43 @@ class DiscordHandlers:
         else:
             await _tell(interaction, "This answer has already finished.")
 
+    async def on_answer_button(
+        self, interaction: discord.Interaction, owner_id: int, *, is_continue: bool
+    ) -> None:
+        """🔄 (answer the question again) or ➡ (go on) under its owner's latest answer."""
+        verb = "continue" if is_continue else "regenerate"
+        caller = _caller_of(interaction)
+        if caller.user_id != owner_id or not self._access.may_chat(caller):
+            await _tell(interaction, f"Only the person who asked can {verb} this answer.")
+            return
+        if not self._is_accepting:
+            await _tell(interaction, RESTARTING)
+            return
+        key = _key(interaction.channel_id, owner_id)
+        old = interaction.message
+        if old is None or self._latest.get(key) != old.id:
+            await _tell(interaction, f"Only the latest answer can be {verb}d.")
+            return
+        try:
+            if is_continue:
+                reply = await self._service.start_reply(key, CONTINUE_TEXT)
+            else:
+                reply = await self._service.regenerate(key)
+        except ChatError as exc:
+            await _tell(interaction, str(exc))
+            return
+        del self._latest[key]
+        try:
+            # Acknowledges the press; the old answer stays, without its buttons, and the new
+            # one replies to it.
+            await interaction.response.edit_message(view=None)
+        except discord.HTTPException as exc:
+            log.warning("discord: could not acknowledge a button press: %r", exc)
+        sink = DiscordSink(
+            _channel_of(interaction), make_view=lambda: stop_view(owner_id), reply_to=old
+        )
+        self._stream(reply, sink, interaction.channel_id)
+
     # Messages -----------------------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
@@ -207,7 +269,8 @@ class DiscordHandlers:
         text = re.sub(rf"<@!?{self._bot_user_id}>", " ", message.content)
         key = _key(message.channel.id, caller.user_id)
         try:
-            reply = await self._service.start_reply(key, text)
+            turn = await self._turns.turn(message, self._bot_user_id, text)
+            reply = await self._service.start_reply(key, turn)
         except ChatError as exc:
             await _reply(message, str(exc))
             return
@@ -233,7 +296,31 @@ class DiscordHandlers:
 
     def _stream(self, reply: Reply, sink: DiscordSink, channel_id: int | None) -> None:
         assert channel_id is not None
-        self._replies.start(reply, sink, channel_id=channel_id)
+
+        async def offer_regenerate() -> None:
+            final = await reply.finished()
+            if not self._is_accepting or final.status is ReplyStatus.INTERRUPTED:
+                return
+            view = answer_view(
+                int(reply.key.user_id), can_continue=final.status is ReplyStatus.LENGTH
+            )
+            message_id = await sink.mark_last(view)
+            if message_id is not None:
+                self._latest.pop(reply.key, None)  # newest last: the oldest are forgotten first
+                self._latest[reply.key] = message_id
+                if len(self._latest) > MAX_REMEMBERED:
+                    del self._latest[next(iter(self._latest))]
+
+        after = offer_regenerate if self._regenerate_button else None
+        self._replies.start(reply, sink, channel_id=channel_id, after=after)
+
+
+def ids_text(interaction: discord.Interaction) -> str:
+    """The ids an admin needs for allowed_users, admins and guild_ids (open to everyone)."""
+    lines = [f"Your user id: {interaction.user.id}", f"This channel's id: {interaction.channel_id}"]
+    if interaction.guild_id is not None:
+        lines.append(f"This server's id: {interaction.guild_id}")
+    return "\n".join(lines)
 
 
 def _key(channel_id: int | None, user_id: int) -> ChatKey:

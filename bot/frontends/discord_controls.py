@@ -8,12 +8,18 @@ from typing import Any, Protocol
 import discord
 
 STOP_ID_PREFIX = "r1bot:stop:"
+REGENERATE_ID_PREFIX = "r1bot:regen:"
+CONTINUE_ID_PREFIX = "r1bot:cont:"
 
 
 class StopHandler(Protocol):
     """Whoever acts on a press (the front-end's handlers); reached through the client."""
 
     async def on_stop_pressed(self, interaction: discord.Interaction, owner_id: int) -> None: ...
+
+    async def on_answer_button(
+        self, interaction: discord.Interaction, owner_id: int, *, is_continue: bool
+    ) -> None: ...
 
 
 class StopButton(
@@ -56,4 +62,77 @@ def stop_view(owner_id: int) -> discord.ui.View:
     """A view holding only the Stop button (nothing to store: the button is dynamic)."""
     view = discord.ui.View(timeout=None)
     view.add_item(StopButton(owner_id))
+    return view
+
+
+class RegenerateButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=re.escape(REGENERATE_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
+):
+    """Answers the last question of `owner_id` in this channel again (the 🔄 under an answer)."""
+
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Regenerate",
+                emoji="🔄",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{REGENERATE_ID_PREFIX}{owner_id}",
+            )
+        )
+        self.owner_id = owner_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Button[Any],
+        match: re.Match[str],
+        /,
+    ) -> RegenerateButton:
+        return cls(int(match["owner"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
+        await handler.on_answer_button(interaction, self.owner_id, is_continue=False)
+
+
+class ContinueButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=re.escape(CONTINUE_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
+):
+    """Lets the answer of `owner_id` go on after it was cut at the length limit (➡)."""
+
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Continue",
+                emoji="➡️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{CONTINUE_ID_PREFIX}{owner_id}",
+            )
+        )
+        self.owner_id = owner_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Button[Any],
+        match: re.Match[str],
+        /,
+    ) -> ContinueButton:
+        return cls(int(match["owner"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
+        await handler.on_answer_button(interaction, self.owner_id, is_continue=True)
+
+
+def answer_view(owner_id: int, *, can_continue: bool) -> discord.ui.View:
+    """🔄 Regenerate under a finished answer, and ➡ Continue if it was cut at the limit."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(RegenerateButton(owner_id))
+    if can_continue:
+        view.add_item(ContinueButton(owner_id))
     return view

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot.chat.service import Reply
 from bot.render.layout import DiscordLayout, ReasoningMode
@@ -48,8 +49,15 @@ class ReplyStreams:
     def num_running(self) -> int:
         return len(self._running)
 
-    def start(self, reply: Reply, sink: MessageSink, *, channel_id: int) -> asyncio.Task[None]:
-        """Stream `reply` through `sink` in the background."""
+    def start(
+        self,
+        reply: Reply,
+        sink: MessageSink,
+        *,
+        channel_id: int,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ) -> asyncio.Task[None]:
+        """Stream `reply` through `sink` in the background; then `after` (in a paced slot)."""
         renderer = StreamRenderer(
             sink,
             DiscordLayout(self._reasoning),
@@ -58,7 +66,10 @@ class ReplyStreams:
             edit_interval=self._edit_interval,
             final_timeout=self._final_timeout,
         )
-        task = asyncio.create_task(self._run(renderer, reply), name=f"discord reply {reply.key}")
+        task = asyncio.create_task(
+            self._run(renderer, reply, self._pacer(channel_id), after),
+            name=f"discord reply {reply.key}",
+        )
         self._running[task] = (reply, channel_id)
         task.add_done_callback(self._forget)
         return task
@@ -100,9 +111,18 @@ class ReplyStreams:
             if self._pacers[channel_id].ready_at() < horizon:
                 del self._pacers[channel_id]
 
-    async def _run(self, renderer: StreamRenderer, reply: Reply) -> None:
+    async def _run(
+        self,
+        renderer: StreamRenderer,
+        reply: Reply,
+        pacer: ChatPacer,
+        after: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         try:
             await renderer.run(reply)
+            if after is not None:
+                await pacer.acquire()
+                await after()
         except Exception:
             # The answer can no longer be shown (a message gone for good, permissions lost):
             # stop spending the GPU on it. What was generated is stored all the same.

@@ -80,6 +80,18 @@ class DiscordSink:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientSinkError(repr(exc)) from None
 
+    async def mark_last(self, view: discord.ui.View) -> int | None:
+        """Put `view` under the last message once the answer is final; returns its id."""
+        if not self._shown:
+            return None
+        message = self._shown[max(self._shown)].message
+        try:
+            await message.edit(view=view)
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.info("discord: buttons not added to an answer: %r", exc)
+            return None
+        return message.id
+
     # Routing ----------------------------------------------------------------------------------
 
     async def _show(self, index: int, text: str, view: discord.ui.View | None) -> None:

@@ -10,13 +10,15 @@ import discord
 from discord import app_commands
 
 from bot.chat.service import ChatService
+from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, DiscordSettings
 from bot.frontends.discord_access import AccessPolicy
 from bot.frontends.discord_commands import DiscordHandlers
 from bot.frontends.discord_connect import connector_for, is_default_api_base
-from bot.frontends.discord_controls import StopButton
+from bot.frontends.discord_controls import ContinueButton, RegenerateButton, StopButton
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
+from bot.frontends.discord_turns import TurnReader
 from bot.render.pacing import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class _Client(discord.Client):
         handlers.add_commands(self.tree)  # type: ignore[arg-type]
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(StopButton)
+        self.add_dynamic_items(StopButton, RegenerateButton, ContinueButton)
         try:
             await self._sync_commands()
         except (discord.HTTPException, discord.RateLimited) as exc:
@@ -108,7 +110,13 @@ class DiscordFrontend:
         )
         access = AccessPolicy(allowed_users=settings.allowed_users, admins=settings.admins)
         self._handlers = DiscordHandlers(
-            service, self.replies, access, token_ttl=token_ttl, token_margin=token_margin
+            service,
+            self.replies,
+            access,
+            TurnReader(TurnComposer(chat)),
+            token_ttl=token_ttl,
+            token_margin=token_margin,
+            regenerate_button=chat.regenerate_button,
         )
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None

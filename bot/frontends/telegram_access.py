@@ -59,7 +59,8 @@ class BotIdentity:
 
 
 def group_turn_text(message: Message, me: BotIdentity) -> str | None:
-    """The question in a group message meant for the bot; None if it is not for the bot."""
-    if message.text is None or not me.is_addressed(message):
+    """The question in a group message (or file caption) for the bot; None if not for the bot."""
+    text = message.text if message.text is not None else message.caption
+    if not me.is_addressed(message) or (text is None and message.document is None):
         return None
-    return me.strip_mention(message.text)
+    return me.strip_mention(text or "")

@@ -1,4 +1,4 @@
-"""The bot's slash commands: /start /help /reset /system /stop /ask (and unknown ones)."""
+"""The bot's slash commands: /start /help /reset /system /stop /ask /id (and unknown ones)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from telegram import BotCommand, Message, User
 
 from bot.chat.service import ChatService
+from bot.chat.turn import NOT_SUPPORTED
 from bot.frontends.telegram_access import Access
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_replies import ReplyRunner, is_group_chat, target_of
+from bot.frontends.telegram_turns import TurnReader
 from bot.types import ChatError, ChatKey
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("stop", "Stop the answer being written"),
     ("reset", "Start a new conversation"),
     ("system", "Show or set this chat's system prompt (admins)"),
+    ("id", "Show your user id and this chat's id"),
     ("help", "What this bot can do"),
     ("start", "Say hello"),
 )
@@ -29,15 +32,19 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 HELP = (
     "I answer with DeepSeek-R1, a reasoning model: I think first, then answer.\n"
     "• In a private chat, just write to me.\n"
-    "• In a group, mention me, reply to one of my messages, or use /ask <question>.\n\n"
+    "• In a group, mention me, reply to one of my messages, or use /ask <question>.\n"
+    "• Reply to a message to ask about it; send a text file (.txt, .md, .csv, code) to have "
+    "me read it.\n"
+    "• 🔄 under my latest answer writes another; ➡ Continue goes on with one cut short.\n\n"
     "/stop stops the answer being written (or press ⏹ Stop)\n"
     "/reset starts a new conversation (I forget the earlier messages)\n"
     "/system shows or sets this chat's system prompt (admins)\n"
+    "/id shows your user id and this chat's id (for the bot's allowlist)\n"
     "/help shows this message"
 )
 START = "Hi! " + HELP
 NOT_ALLOWED = "Sorry, this bot is private: you are not on its list of users."
-NOT_TEXT = "I can only read text messages. Send me your question as text."
+NOT_TEXT = NOT_SUPPORTED
 UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
 ADMINS_ONLY_SYSTEM = "Only the bot's admins can view or change the system prompt."
 ADMINS_ONLY_RESET = "Only the bot's admins can reset someone else's conversation."
@@ -65,12 +72,18 @@ class Commands:
     """Answers commands; every handler takes the message, its sender and the argument text."""
 
     def __init__(
-        self, service: ChatService, access: Access, notices: Notices, replies: ReplyRunner
+        self,
+        service: ChatService,
+        access: Access,
+        notices: Notices,
+        replies: ReplyRunner,
+        turns: TurnReader,
     ) -> None:
         self._service = service
         self._access = access
         self._notices = notices
         self._replies = replies
+        self._turns = turns
 
     def handlers(self) -> dict[str, Callable[[Message, User, Sequence[str]], Awaitable[None]]]:
         """Command name -> handler."""
@@ -81,6 +94,7 @@ class Commands:
             "system": self.system,
             "stop": self.stop,
             "ask": self.ask,
+            "id": self.id,
         }
 
     async def say(self, message: Message, text: str) -> None:
@@ -93,12 +107,24 @@ class Commands:
     async def help(self, message: Message, user: User, args: Sequence[str]) -> None:
         await self.say(message, HELP if self._access.is_allowed(user.id) else NOT_ALLOWED)
 
+    async def id(self, message: Message, user: User, args: Sequence[str]) -> None:
+        # Open to everyone: someone not yet allowed needs it to ask an admin to add them.
+        await self.say(message, f"Your user id: {user.id}\nThis chat's id: {message.chat.id}")
+
     async def ask(self, message: Message, user: User, args: Sequence[str]) -> None:
-        text = _argument_text(message)
-        if not text:
+        await self.answer(message, user, _argument_text(message))
+
+    async def answer(self, message: Message, user: User, text: str) -> None:
+        """Answer `text` with what the message brings (a replied-to message, a file)."""
+        if not text and message.reply_to_message is None and message.document is None:
             await self.say(message, ASK_USAGE)
             return
-        await self._replies.begin(message, key_of(message, user), text)
+        try:
+            turn = await self._turns.turn(message, user, text)
+        except ChatError as error:
+            await self.say(message, str(error))
+            return
+        await self._replies.begin(message, key_of(message, user), turn)
 
     async def stop(self, message: Message, user: User, args: Sequence[str]) -> None:
         # The answer itself then shows "Stopped": no second message needed.

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -14,22 +14,30 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
 from bot.chat.service import ChatService, Reply
+from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
 from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
 from bot.render.layout import ReasoningMode, TelegramLayout
 from bot.render.pacing import Clock
 from bot.render.stream import DeliveryFailed, StreamRenderer
-from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished
+from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished, ReplyStatus
 
 log = logging.getLogger(__name__)
 
+MAX_REMEMBERED = 100_000  # dialogues whose latest answer carries live buttons
+
 STOP_PREFIX = "stop:"
 STOP_LABEL = "⏹ Stop"
+REGENERATE_PREFIX = "regen:"
+REGENERATE_LABEL = "🔄 Regenerate"
+CONTINUE_PREFIX = "cont:"
+CONTINUE_LABEL = "➡ Continue"
 CONTROL_TEXT = "✍️ Writing… tap Stop to cancel."
 SHUTDOWN_NOTE = "⚠️ Interrupted: the bot is restarting. Send your message again in a moment."
 CLOSING_TEXT = "I'm restarting right now; please send that again in a minute."
-TYPING_EVERY = 4.5  # Telegram shows the typing action for about 5 s
+TYPING_EVERY = 4.5
+PLATFORM = "telegram"  # Telegram shows the typing action for about 5 s
 
 
 def target_of(message: Message) -> ChatTarget:
@@ -51,6 +59,7 @@ class _Running:
     message: Message
     task: asyncio.Task[None] | None = None
     control: Message | None = None  # the message with the Stop button (draft streaming)
+    final: ReplyFinished | None = None
     answering: asyncio.Event = field(default_factory=asyncio.Event)  # answer text has started
 
 
@@ -74,15 +83,18 @@ class _DraftSupport:
 class _Watched:
     """The reply's events, noting when the answer proper starts (the typing action ends)."""
 
-    def __init__(self, reply: Reply, answering: asyncio.Event) -> None:
-        self._reply = reply
-        self._answering = answering
+    def __init__(self, running: _Running) -> None:
+        self._reply = running.reply
+        self._answering = running.answering
+        self._running = running
 
     def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         return self
 
     async def __anext__(self) -> ReplyEvent:
         event = await self._reply.__anext__()
+        if isinstance(event, ReplyFinished):
+            self._running.final = event
         if isinstance(event, ReplyFinished) or (
             isinstance(event, AnswerDelta) and event.text.strip()
         ):
@@ -99,6 +111,7 @@ class ReplyOptions:
     tick_interval: float = 5.0  # the "thinking… N s" status moves in steps of this
     final_timeout: float = 120.0  # retrying the final text (429s, network errors) this long
     use_drafts: bool = True
+    regenerate_button: bool = True  # 🔄 under the last answer of each dialogue
 
 
 class ReplyRunner:
@@ -126,6 +139,7 @@ class ReplyRunner:
         self._running: dict[int, _Running] = {}
         self._tokens = itertools.count(1)
         self._num_starting = 0  # begin() calls waiting for start_reply
+        self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
         self._is_closing = False
 
     @property
@@ -138,14 +152,53 @@ class ReplyRunner:
         if self._is_closing:
             await self._notices.send(target, CLOSING_TEXT, is_group=is_group_chat(message))
             return
-        self._num_starting += 1
         try:
-            reply = await self._service.start_reply(key, text)
+            reply = await self._starting(self._service.start_reply(key, text))
         except ChatError as error:
             await self._notices.send(target, str(error), is_group=is_group_chat(message))
             return
+        self._run(message, key, reply)
+
+    async def answer_button(
+        self, data: str, user_id: int, answer: Message | None, *, is_allowed: bool
+    ) -> str:
+        """Handle 🔄 (answer again) or ➡ (go on) under `answer`; returns the toast text."""
+        is_continue = data.startswith(CONTINUE_PREFIX)
+        verb = "continue" if is_continue else "regenerate"
+        try:
+            owner = int(data.partition(":")[2])
+        except ValueError:
+            return "That button is not mine."
+        if answer is None or user_id != owner or not is_allowed:
+            return f"Only the person who asked can {verb} this answer."
+        key = ChatKey(PLATFORM, str(answer.chat.id), str(owner))
+        if self._latest.get(key) != answer.message_id or self._is_closing:
+            return f"Only the latest answer can be {verb}d."
+        start = (
+            self._service.start_reply(key, CONTINUE_TEXT)
+            if is_continue
+            else self._service.regenerate(key)
+        )
+        try:
+            reply = await self._starting(start)
+        except ChatError as error:
+            return str(error)
+        del self._latest[key]
+        # The old answer stays in the chat without its buttons. A new answer replies to the
+        # same question; a continuation to the answer it continues.
+        self._run(answer if is_continue else answer.reply_to_message or answer, key, reply)
+        with contextlib.suppress(TelegramError):
+            await self._bot.edit_message_reply_markup(answer.chat.id, answer.message_id)
+        return "Continuing…" if is_continue else "Regenerating…"
+
+    async def _starting(self, start: Awaitable[Reply]) -> Reply:
+        self._num_starting += 1
+        try:
+            return await start
         finally:
             self._num_starting -= 1
+
+    def _run(self, message: Message, key: ChatKey, reply: Reply) -> None:
         if self._is_closing:
             reply.interrupt()  # started while shutting down: store and show it as interrupted
         # No await from here on: the reply is running and must be shown and landed.
@@ -226,6 +279,7 @@ class ReplyRunner:
                 )
                 control = stop_markup if use_drafts else None
                 await self._render(running, renderer, pacer, control)
+                await self._offer_regenerate(running, sink)
         finally:
             running.answering.set()
             typing.cancel()
@@ -253,7 +307,7 @@ class ReplyRunner:
                     markup=control_markup,
                     pacer=pacer,
                 )
-            await renderer.run(_Watched(running.reply, running.answering))
+            await renderer.run(_Watched(running))
         except asyncio.CancelledError:
             # close() gave up waiting for the stream: show what there is, with a note.
             running.reply.interrupt()
@@ -268,6 +322,33 @@ class ReplyRunner:
         except Exception:
             log.exception("reply %s: showing it failed; stopping", key)
             running.reply.stop()
+
+    async def _offer_regenerate(self, running: _Running, sink: TelegramSink) -> None:
+        """🔄 (and ➡ if cut at the length limit) under the answer's last message once landed."""
+        final = running.final
+        if not self._options.regenerate_button or final is None or self._is_closing:
+            return
+        if final.status is ReplyStatus.INTERRUPTED:
+            return
+        key = running.reply.key
+        buttons = [
+            InlineKeyboardButton(
+                REGENERATE_LABEL, callback_data=f"{REGENERATE_PREFIX}{key.user_id}"
+            )
+        ]
+        if final.status is ReplyStatus.LENGTH:
+            buttons.append(
+                InlineKeyboardButton(
+                    CONTINUE_LABEL, callback_data=f"{CONTINUE_PREFIX}{key.user_id}"
+                )
+            )
+        markup = InlineKeyboardMarkup([buttons])
+        message_id = await sink.mark_last(markup)
+        if message_id is not None:
+            self._latest.pop(key, None)  # newest last: the oldest are forgotten first
+            self._latest[key] = message_id
+            if len(self._latest) > MAX_REMEMBERED:
+                del self._latest[next(iter(self._latest))]
 
     async def _keep_typing(self, target: ChatTarget, answering: asyncio.Event) -> None:
         """The typing action while the request is queued or the model thinks."""

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, EndPointNotFound
+from telegram.error import BadRequest, EndPointNotFound, TelegramError
 
 from bot.frontends.telegram_errors import (
     is_entity_error,
@@ -170,6 +170,21 @@ class TelegramSink:
                 del self._message_ids[index]
                 raise TransientSinkError("the message was deleted; sending it again") from None
             raise
+
+    async def mark_last(self, markup: InlineKeyboardMarkup) -> int | None:
+        """Put `markup` under the last message once the answer is final; returns its id."""
+        if not self._message_ids:
+            return None
+        message_id = self._message_ids[max(self._message_ids)]
+        try:
+            async with self._turn():
+                await self._bot.edit_message_reply_markup(
+                    chat_id=self._target.chat_id, message_id=message_id, reply_markup=markup
+                )
+        except TelegramError as error:
+            log.info("message %d: buttons not added: %s", message_id, error.message)
+            return None
+        return message_id
 
     # Helpers ----------------------------------------------------------------------------------
 

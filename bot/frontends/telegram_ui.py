@@ -20,6 +20,7 @@ from telegram.ext import (
 )
 
 from bot.chat.service import ChatService
+from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, ConfigError, TelegramSettings
 from bot.frontends.redact import Redaction, url_password
 from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
@@ -29,17 +30,24 @@ from bot.frontends.telegram_commands import (
     UNKNOWN_COMMAND,
     Commands,
     bot_commands,
-    key_of,
 )
 from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_pacers import ChatPacers
-from bot.frontends.telegram_replies import STOP_PREFIX, ReplyOptions, ReplyRunner
+from bot.frontends.telegram_replies import (
+    CONTINUE_PREFIX,
+    REGENERATE_PREFIX,
+    STOP_PREFIX,
+    ReplyOptions,
+    ReplyRunner,
+)
+from bot.frontends.telegram_turns import TurnReader
 from bot.render.pacing import ChatPacer, Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-OPEN_COMMANDS = frozenset({"start", "help"})  # answered for everyone (with a refusal if need be)
+# Answered for everyone (with a refusal if need be); /id is how a newcomer asks to be let in.
+OPEN_COMMANDS = frozenset({"start", "help", "id"})
 # Loggers that may print request URLs, which carry the bot token (PTB logs its base URL).
 URL_LOGGERS = ("httpx", "httpcore", "telegram")
 
@@ -113,10 +121,12 @@ class TelegramFrontend:
                 tick_interval=tick_interval,
                 final_timeout=final_timeout,
                 use_drafts=use_drafts,
+                regenerate_button=chat.regenerate_button,
             ),
             limiter=limiter,
         )
-        self._commands = Commands(service, self._access, self._notices, self._replies)
+        turns = TurnReader(bot, TurnComposer(chat))
+        self._commands = Commands(service, self._access, self._notices, self._replies, turns)
         self._add_handlers()
 
     @property
@@ -243,11 +253,14 @@ class TelegramFrontend:
         new_message = filters.UpdateType.MESSAGE
         app = self._app
         app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{STOP_PREFIX}"))
+        answer_buttons = f"^({REGENERATE_PREFIX}|{CONTINUE_PREFIX})"
+        app.add_handler(CallbackQueryHandler(self._on_answer_button, pattern=answer_buttons))
         for name, handler in self._commands.handlers().items():
             app.add_handler(CommandHandler(name, self._command(name, handler), filters=new_message))
         app.add_handler(MessageHandler(new_message & filters.COMMAND, self._on_unknown_command))
         text = new_message & filters.TEXT & ~filters.COMMAND
         app.add_handler(MessageHandler(text, self._on_text))
+        app.add_handler(MessageHandler(new_message & filters.Document.ALL, self._on_text))
         app.add_handler(
             MessageHandler(
                 new_message & ~filters.TEXT & ~filters.StatusUpdate.ALL, self._on_not_text
@@ -272,11 +285,12 @@ class TelegramFrontend:
         return run
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A text message, or a file with or without a caption."""
         message, user = update.message, update.effective_user
-        if message is None or message.text is None or user is None or user.is_bot:
+        if message is None or user is None or user.is_bot:
             return
         if message.chat.type == ChatType.PRIVATE:
-            text: str | None = message.text
+            text: str | None = message.text or message.caption or ""
         else:
             text = group_turn_text(message, self._identity())
             if text is None:
@@ -284,7 +298,7 @@ class TelegramFrontend:
         if not self._access.is_allowed(user.id):
             await self._commands.say(message, NOT_ALLOWED)
             return
-        await self._replies.begin(message, key_of(message, user), text)
+        await self._commands.answer(message, user, text)
 
     async def _on_not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.message, update.effective_user
@@ -316,6 +330,20 @@ class TelegramFrontend:
         user_id = query.from_user.id
         toast = self._replies.stop_by_button(
             query.data, user_id, is_admin=self._access.is_admin(user_id)
+        )
+        try:
+            await query.answer(toast)
+        except TelegramError as error:
+            log.info("telegram: button press not answered: %s", error.message)
+
+    async def _on_answer_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None or query.data is None:
+            return
+        user_id = query.from_user.id
+        answer = query.message if isinstance(query.message, Message) else None
+        toast = await self._replies.answer_button(
+            query.data, user_id, answer, is_allowed=self._access.is_allowed(user_id)
         )
         try:
             await query.answer(toast)

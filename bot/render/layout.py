@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bot.render.discord_text import discord_quote, discord_quote_length, escape_discord_markdown
+from bot.render.math import render_math
 from bot.render.split import close_open_fence, split_markdown, tail_markdown, utf16_length
 from bot.render.telegram_html import escape_html, markdown_to_telegram_html, telegram_visible_length
 
@@ -89,6 +90,11 @@ class _BaseLayout:
     def with_marker(self, rendered: str) -> str:
         return rendered + MARKER
 
+    def _math(self, markdown: str, *, is_complete: bool) -> str:
+        return self._memoized(
+            "math", is_complete, markdown, lambda md: render_math(md, is_complete=is_complete)
+        ).strip()
+
     def _answer_piece(self, markdown: str) -> str:
         return self._memoized("answer", False, markdown, self.answer_piece)
 
@@ -110,7 +116,10 @@ class _BaseLayout:
     def render(self, view: ReplyView) -> list[str]:
         """The message texts for `view`; every one within the limit, none empty."""
         content = self.limit - TAIL_RESERVE
-        reasoning, answer = view.reasoning.strip(), view.answer.strip()
+        # LaTeX becomes Unicode before the Markdown is split and rendered. While streaming, a
+        # formula not yet closed is held back, so what is shown only grows (no jumping text).
+        reasoning = self._math(view.reasoning.strip(), is_complete=view.is_final)
+        answer = self._math(view.answer.strip(), is_complete=view.is_final)
         if self.mode == "hidden" or not reasoning:
             messages = self._answer(answer, content, content)
         elif self.mode == "collapsed":

@@ -58,6 +58,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming';
     CREATE INDEX conversations_by_user ON conversations (user_id, platform);
     """,
+    # 4: an answer the user regenerated stays stored, marked superseded, out of the prompts.
+    """
+    ALTER TABLE messages ADD COLUMN superseded_at TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -33,6 +33,7 @@ class MessageRecord:
     created_at: str  # UTC, ISO 8601
     finished_at: str | None  # when generation ended; None for user messages and while streaming
     location: str | None = None  # where a front-end shows the reply (its own opaque string)
+    superseded_at: str | None = None  # set when the user regenerated this answer
 
     def as_json(self) -> dict[str, Any]:
         """A flat dict for JSON output (the `history` command)."""
@@ -54,6 +55,7 @@ class MessageRecord:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "location": self.location,
+            "superseded_at": self.superseded_at,
         }
 
 
@@ -88,7 +90,8 @@ class DeletedData:
 SELECT_MESSAGES = (
     "SELECT m.id, m.conversation_id, c.platform, c.chat_id, c.user_id, m.role, m.content,"
     " m.reasoning, m.status, m.num_prompt_tokens, m.num_generated_tokens,"
-    " m.first_token_seconds, m.total_seconds, m.created_at, m.finished_at, m.location"
+    " m.first_token_seconds, m.total_seconds, m.created_at, m.finished_at, m.location,"
+    " m.superseded_at"
     " FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id"
 )
 
@@ -118,4 +121,5 @@ def message_from_row(row: sqlite3.Row) -> MessageRecord:
         created_at=row["created_at"],
         finished_at=row["finished_at"],
         location=row["location"],
+        superseded_at=row["superseded_at"],
     )

@@ -31,7 +31,7 @@ SYSTEM_PROMPT_SETTING = "system_prompt"
 _HISTORY = (
     SELECT_MESSAGES
     + " WHERE c.platform = ? AND c.chat_id = ? AND c.user_id = ? AND c.closed_at IS NULL"
-    " AND m.status != 'streaming' ORDER BY m.id"
+    " AND m.status != 'streaming' AND m.superseded_at IS NULL ORDER BY m.id"
 )
 _INSERT_USER_MESSAGE = (
     "INSERT INTO messages (conversation_id, role, content, reasoning, status, created_at)"
@@ -165,6 +165,28 @@ class SqliteStore:
         """
         rows = await self._db.read(_HISTORY, (key.platform, key.chat_id, key.user_id))
         return [message_from_row(row) for row in rows]
+
+    async def supersede_last_answer(self, key: ChatKey) -> bool:
+        """Mark the current dialogue's last message superseded if it is an answer (regenerate).
+
+        It stays stored (history --json shows it) but leaves the dialogue's history.
+        """
+        async with self._db.transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT m.id, m.role FROM messages m JOIN conversations c"
+                    " ON c.id = m.conversation_id WHERE c.platform = ? AND c.chat_id = ?"
+                    " AND c.user_id = ? AND c.closed_at IS NULL AND m.status != 'streaming'"
+                    " AND m.superseded_at IS NULL ORDER BY m.id DESC LIMIT 1",
+                    (key.platform, key.chat_id, key.user_id),
+                )
+            )
+            if not rows or rows[0][1] != "assistant":
+                return False
+            await conn.execute(
+                "UPDATE messages SET superseded_at = ? WHERE id = ?", (self._now(), rows[0][0])
+            )
+            return True
 
     async def query_messages(
         self,

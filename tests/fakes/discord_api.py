@@ -27,7 +27,7 @@ import math
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -72,6 +72,7 @@ from .discord_wire import (
 T = TypeVar("T")
 
 API_PREFIX = "/api/v10"
+OPTION_ATTACHMENT = 11
 GATEWAY_PATH = "/gateway"
 _MENTION = re.compile(r"<@!?(\d+)>")
 
@@ -141,6 +142,8 @@ class FakeDiscord:
         self.messages: list[MessageRecord] = []
         self.interactions: list[InteractionRecord] = []
         self.typing: list[tuple[float, int]] = []
+        self.attachment_files: dict[str, bytes] = {}  # attachment id -> content (the CDN)
+        self.downloads: list[str] = []  # names of the attachments the bot fetched
         self.commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
         self._faults: dict[str, list[_Fault]] = {}
@@ -163,6 +166,9 @@ class FakeDiscord:
         """Binds a random loopback port and starts serving."""
         app = web.Application()
         app.router.add_get(GATEWAY_PATH, self.gateway.handle)
+        app.router.add_get(
+            "/attachments/{channel_id}/{attachment_id}/{filename}", self._get_attachment
+        )
         self._add_routes(app.router)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -533,7 +539,9 @@ class FakeDiscord:
             choices = [c["value"] for c in known[name].get("choices", [])]
             if choices and value not in choices:
                 raise ValueError(f"option {name!r}: {value!r} is not one of {choices}")
-            if isinstance(value, FakeUser):
+            if option_type == OPTION_ATTACHMENT:
+                value = self._upload_option(value, resolved)
+            elif isinstance(value, FakeUser):
                 resolved.setdefault("users", {})[str(value.id)] = value.to_json()
                 if guild is not None and value.id in guild.members:
                     resolved.setdefault("members", {})[str(value.id)] = guild.member_json(
@@ -546,6 +554,24 @@ class FakeDiscord:
             raise ValueError(f"required options missing: {missing}")
         return out
 
+    def _upload_option(
+        self, upload: tuple[str, bytes, str | None], resolved: dict[str, dict[str, Any]]
+    ) -> str:
+        """An attachment option: (file name, content, content type) uploaded, then resolved."""
+        name, content, content_type = upload
+        attachment_id = str(self.world.ids.next())
+        url = f"{self.base_url}/attachments/0/{attachment_id}/{name}"
+        resolved.setdefault("attachments", {})[attachment_id] = {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(content),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+        self.attachment_files[attachment_id] = content
+        return attachment_id
+
     # -- injection: messages
 
     async def inject_message(
@@ -557,8 +583,13 @@ class FakeDiscord:
         channel: FakeChannel | None = None,
         mention_bot: bool = False,
         reply_to: MessageRecord | None = None,
+        attachments: Sequence[tuple[str, bytes, str | None]] = (),
     ) -> MessageRecord:
-        """A user posts a message (DM when no guild/channel); dispatches MESSAGE_CREATE."""
+        """A user posts a message (DM when no guild/channel); dispatches MESSAGE_CREATE.
+
+        `attachments`: (file name, content, content type) of files sent with it; the bot can
+        fetch them from their URL, as from Discord's CDN.
+        """
         channel, guild = self._place(user, guild, channel)
         if mention_bot:
             content = f"{self.bot.mention} {content}"
@@ -577,6 +608,11 @@ class FakeDiscord:
             referenced=reply_to,
             type=19 if reply_to else 0,
         )
+        for name, content, content_type in attachments:
+            upload = {"filename": name, "size": len(content), "content_type": content_type}
+            attachment = self._attachment(record, upload)
+            self.attachment_files[attachment["id"]] = content
+            record.attachments.append(attachment)
         record.snapshot()
         self.messages.append(record)
         await self.gateway.broadcast_message("MESSAGE_CREATE", record)
@@ -1037,6 +1073,14 @@ class FakeDiscord:
             "proxy_url": url,
             "content_type": upload.get("content_type"),
         }
+
+    async def _get_attachment(self, request: web.Request) -> web.StreamResponse:
+        content = self.attachment_files.get(request.match_info["attachment_id"])
+        if content is None:
+            return web.Response(status=404, text="Not Found")
+        self.downloads.append(request.match_info["filename"])
+        self._changed()
+        return web.Response(body=content, content_type="application/octet-stream")
 
     async def _delete(self, message: MessageRecord) -> None:
         message.is_deleted = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 from collections.abc import Callable
@@ -122,9 +123,10 @@ class FakeGateway:
         if message.is_ephemeral:
             return
         for session in self._message_sessions(message):
-            hidden = self._hides_content(session, message)
+            # The rule applies to the replied-to message inside it too.
+            hides = functools.partial(self._hides_content, session)
             await session.dispatch(
-                event, message.to_json(app_id=self._world.application_id, strip_content=hidden)
+                event, message.to_json(app_id=self._world.application_id, hides=hides)
             )
 
     async def broadcast_delete(self, message: MessageRecord) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -382,8 +382,15 @@ class MessageRecord:
             )
         )
 
-    def to_json(self, *, app_id: int, strip_content: bool = False) -> dict[str, Any]:
-        hidden = strip_content
+    def to_json(
+        self,
+        *,
+        app_id: int,
+        strip_content: bool = False,
+        hides: Callable[[MessageRecord], bool] | None = None,
+    ) -> dict[str, Any]:
+        """`hides`: whether a message's content is hidden from the receiver (nested ones too)."""
+        hidden = strip_content or (hides is not None and hides(self))
         data: dict[str, Any] = {
             "id": str(self.id),
             "channel_id": str(self.channel.id),
@@ -416,7 +423,7 @@ class MessageRecord:
                 "message_id": str(self.referenced.id),
                 "channel_id": str(self.referenced.channel.id),
             }
-            data["referenced_message"] = self.referenced.to_json(app_id=app_id)
+            data["referenced_message"] = self.referenced.to_json(app_id=app_id, hides=hides)
         return data
 
 

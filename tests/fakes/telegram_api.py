@@ -62,6 +62,7 @@ GET_UPDATES_CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses larger files ("file is too big")
 DRAFT_LIFETIME_S = 30.0  # a draft shows for this long unless refreshed or replaced
 _TOKEN_RE = re.compile(r"\d+:[A-Za-z0-9_-]{35}")
 
@@ -101,6 +102,8 @@ class FakeTelegram:
         self._update_ids = itertools.count(first_update_id)
         self._query_ids = itertools.count(4_382_000_000_000_001)
         self._file_ids = itertools.count(1)
+        self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, content)
+        self.downloads: list[str] = []  # file paths the bot downloaded
         self._faults = FaultQueue()
         self._flood: FloodControl | None = None
         self._changed = asyncio.Event()
@@ -113,6 +116,7 @@ class FakeTelegram:
         handlers: dict[str, Handler] = {
             **self.methods.handlers(),
             "getUpdates": self._get_updates,
+            "getFile": self._get_file,
             "setWebhook": self._set_webhook,
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
@@ -256,18 +260,75 @@ class FakeTelegram:
         reply_to: int | None = None,
         mention: bool = False,
         entities: list[dict[str, Any]] | None = None,
+        quote: str | None = None,
     ) -> dict[str, Any]:
-        """A user sends text; mention=True prefixes '@botname ' with a mention entity."""
+        """A user sends text; mention=True prefixes '@botname ' with a mention entity.
+
+        `quote`: the part of the replied-to message the user selected (Telegram's quote reply).
+        """
         entities = list(entities or [])
         if mention:
-            handle = f"@{self.bot_username}"
-            shift = utf16_len(handle) + 1
-            entities = [
-                {"type": "mention", "offset": 0, "length": utf16_len(handle)},
-                *({**entity, "offset": entity["offset"] + shift} for entity in entities),
-            ]
-            text = f"{handle} {text}"
-        return self._push_message(self._new_message(chat_id, user_id, text, entities, reply_to, {}))
+            text, entities = self._with_mention(text, entities)
+        extra = self._quote(chat_id, reply_to, quote)
+        message = self._new_message(chat_id, user_id, text, entities, reply_to, {})
+        return self._push_message({**message, **extra})
+
+    def push_document(
+        self,
+        chat_id: int,
+        file_name: str,
+        content: bytes,
+        *,
+        mime_type: str | None = None,
+        caption: str | None = None,
+        user_id: int | None = None,
+        reply_to: int | None = None,
+        mention: bool = False,
+        file_size: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a file (with an optional caption); the bot may fetch it with getFile.
+
+        `file_size` overrides the size Telegram reports (content stays what is served).
+        """
+        number = next(self._file_ids)
+        file_id = f"fake-document-{number}"
+        self.files[file_id] = (f"documents/file_{number}{_suffix(file_name)}", content)
+        document: dict[str, Any] = {
+            "file_id": file_id,
+            "file_unique_id": f"udocument{number}",
+            "file_name": file_name,
+            "file_size": len(content) if file_size is None else file_size,
+        }
+        if mime_type is not None:
+            document["mime_type"] = mime_type
+        entities: list[dict[str, Any]] = []
+        if mention:
+            caption, entities = self._with_mention(caption or "", entities)
+        payload = self._new_message(
+            chat_id, user_id, caption, entities, reply_to, {"document": document}
+        )
+        return self._push_message(payload)
+
+    def _with_mention(
+        self, text: str, entities: list[dict[str, Any]]
+    ) -> tuple[str, list[dict[str, Any]]]:
+        handle = f"@{self.bot_username}"
+        shift = utf16_len(handle) + 1
+        shifted = [
+            {"type": "mention", "offset": 0, "length": utf16_len(handle)},
+            *({**entity, "offset": entity["offset"] + shift} for entity in entities),
+        ]
+        return f"{handle} {text}".rstrip(), shifted
+
+    def _quote(self, chat_id: int, reply_to: int | None, quote: str | None) -> dict[str, Any]:
+        """The Message.quote field: a part of the replied-to message, as Telegram checks it."""
+        if quote is None:
+            return {}
+        replied = self.chat(chat_id).messages.get(reply_to or 0)
+        if replied is None or replied.text is None or quote not in replied.text:
+            raise ValueError(f"{quote!r} is not part of the replied-to message {reply_to}")
+        position = utf16_len(replied.text[: replied.text.index(quote)])
+        return {"quote": {"text": quote, "position": position, "is_manual": True}}
 
     def push_command(
         self,
@@ -627,9 +688,31 @@ class FakeTelegram:
         return web.json_response(body, status=error.status)
 
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
-        # Files are not served: bots under test do not download media.
+        # Files pushed with push_document are served at the path getFile gave for them.
+        path = request.match_info["path"]
+        if request.match_info["token"] == self.token:
+            for file_path, content in self.files.values():
+                if file_path == path:
+                    self.downloads.append(path)
+                    self._notify()
+                    return web.Response(body=content, content_type="application/octet-stream")
         body = {"ok": False, "error_code": 404, "description": "Not Found"}
         return web.json_response(body, status=404)
+
+    async def _get_file(self, params: Params) -> dict[str, Any]:
+        file_id = str(params.get("file_id", ""))
+        if file_id not in self.files:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        file_path, content = self.files[file_id]
+        if len(content) > MAX_DOWNLOAD_BYTES:
+            raise ApiError(400, "Bad Request: file is too big")
+        number = file_id.rsplit("-", 1)[-1]
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"udocument{number}",
+            "file_size": len(content),
+            "file_path": file_path,
+        }
 
     def _notify(self) -> None:
         self._changed.set()
@@ -703,6 +786,11 @@ class FakeTelegram:
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def _suffix(file_name: str) -> str:
+    _, dot, extension = file_name.rpartition(".")
+    return f".{extension}" if dot and extension.isalnum() else ""
 
 
 async def _read_params(request: web.Request) -> Params:

@@ -157,7 +157,9 @@ def make_settings(
         ),
         generation=GenerationSettings(**{"max_new_tokens": 1024, **(generation or {})}),
         storage=StorageSettings(path=str(db)),
-        chat=ChatSettings(**{"reasoning": "collapsed", **(chat or {})}),
+        # No 🔄 button unless a test asks: it adds a call after each answer, which tests of
+        # pacing and of the final text would have to allow for.
+        chat=ChatSettings(**{"reasoning": "collapsed", "regenerate_button": False, **(chat or {})}),
         discord=DiscordSettings(
             **{
                 "enabled": True,

@@ -61,8 +61,10 @@ async def test_menu_start_help_and_unknown_commands(
     assert final_texts(tg, ALICE) == [START, HELP, UNKNOWN_COMMAND, ASK_USAGE]
     private = commands['{"type": "default"}', ""]
     groups = commands['{"type": "all_group_chats"}', ""]
-    assert {c["command"] for c in private} == {"start", "help", "reset", "system", "stop"}
-    assert {c["command"] for c in groups} == {"start", "help", "reset", "system", "stop", "ask"}
+    assert {c["command"] for c in private} == {"start", "help", "reset", "system", "stop", "id"}
+    assert {c["command"] for c in groups} == {
+        *("start", "help", "reset", "system", "stop", "id", "ask")
+    }
 
 
 async def test_reset_own_dialogue(scripted: Scripted, tokenizer: Any, tmp_path: Path) -> None:

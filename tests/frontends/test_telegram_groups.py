@@ -72,7 +72,10 @@ async def test_who_gets_an_answer_in_a_group(
     assert answer_to_alice.reply_to_message_id == mention["message_id"]
     # Each user has their own dialogue; the mention is not part of the question.
     assert [m.content for m in alice if m.role == "user"] == ["not for you", "what do you think?"]
-    assert [m.content for m in bob if m.role == "user"] == ["and then?"]
+    # Bob replied to the answer to Alice: it is quoted (without its reasoning) in his turn.
+    assert [m.content for m in bob if m.role == "user"] == [
+        f"(Replying to your message:)\n> {ANSWER_SHOWN}\n\nand then?"
+    ]
     assert not tg.chat(GROUP).drafts  # groups get send + edit
     assert len(tg.chat(GROUP).bot_messages) == 5
 

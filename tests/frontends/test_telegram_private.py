@@ -259,7 +259,10 @@ async def test_bad_input_gets_one_line_and_nothing_is_stored(
     assert (
         chat.texts[1]
         == chat.texts[2]
-        == ("I can only read text messages. Send me your question as text.")
+        == (
+            "I can only read text messages and text files (.txt, .md, .csv, source code); "
+            "images, voice and other files I can't read."
+        )
     )
     assert chat.texts[3].startswith("Your message is empty")
     assert stored == []

@@ -18,6 +18,7 @@ from bot.render.layout import (
 from bot.render.split import utf16_length
 from bot.render.telegram_html import telegram_visible_length
 from tests.render.helpers import SAMPLE, assert_telegram_html, random_markdown
+from tests.render.math_corpus import CORPUS
 
 REASONING = "\n".join(f"Step {i}: weigh option {i} against the others." for i in range(300))
 ANSWER = "\n\n".join(
@@ -177,3 +178,24 @@ def test_layout_rejects_unknown_mode_and_tiny_limit() -> None:
         TelegramLayout("verbose")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DiscordLayout("hidden", limit=100)
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+def test_math_is_shown_as_unicode_and_half_formulas_never_flash_up(platform: str) -> None:
+    layout = (
+        TelegramLayout("collapsed", limit=500)
+        if platform == "telegram"
+        else DiscordLayout("collapsed", limit=450)
+    )
+    visible = _visible if platform == "telegram" else (lambda text: text)
+    reasoning = r"We need \( x \) with \( 2x = 14 \)."
+    answer = CORPUS["boxed_answer"] + "\n\n" + CORPUS["fractions_and_roots"]
+    for end in range(0, len(answer), 3):
+        messages = layout.render(ReplyView(reasoning=reasoning, answer=answer[:end]))
+        # Every backslash in this answer belongs to a formula: none may show, even half-sent.
+        assert "\\" not in visible("\n".join(messages)), answer[:end]
+    final = "\n".join(layout.render(ReplyView(reasoning, answer, is_final=True)))
+    assert "\\" not in visible(final)
+    assert "We need x with 2x = 14." in visible(final)
+    assert "x = (-b ± √(b² - 4ac))/(2a)" in visible(final)
+    assert ("<b>7</b>" if platform == "telegram" else "**7**") in final
