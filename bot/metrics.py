@@ -10,10 +10,11 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 from prometheus_client import (
@@ -25,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bot.config import ConfigError
+from bot.config import ConfigError, MetricsSettings
 from bot.types import ReplyFinished, ReplyStatus
 
 log = logging.getLogger(__name__)
@@ -366,3 +367,30 @@ def _seconds(value: float | None) -> str:
     if value < 120:
         return f"{value:.0f} s"
     return f"{value / 60:.1f} min"
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(settings: MetricsSettings, app: Any) -> AsyncIterator[MetricsServer | None]:
+    """The app's MetricsServer while the bot runs (None when `[metrics] port = 0`).
+
+    /healthz checks the engine from the start; each front-end is added by `watch_frontend`
+    once it has started.
+    """
+    if not settings.port:
+        yield None
+        return
+    engine = app.engine
+    server = MetricsServer(
+        app.metrics,
+        listen=settings.listen,
+        port=settings.port,
+        health_checks={"engine": lambda: engine.is_up},
+    )
+    async with server:
+        yield server
+
+
+def watch_frontend(server: MetricsServer | None, frontend: Any) -> None:
+    """/healthz fails while this front-end is down (a no-op without a metrics server)."""
+    if server is not None:
+        server.set_health_check(frontend.name, lambda: frontend.is_up)

@@ -113,6 +113,12 @@ class DiscordFrontend:
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def is_up(self) -> bool:
+        """Connected to the gateway and ready (for /healthz); false while it reconnects."""
+        client = self._client
+        return client is not None and client.is_ready() and not client.is_closed()
+
     async def start(self) -> None:
         """Log in, sync the slash commands, connect to the gateway; returns once ready."""
         settings = self._settings

@@ -128,6 +128,13 @@ class TelegramFrontend:
         """Answers being shown right now."""
         return self._replies.num_running
 
+    @property
+    def is_up(self) -> bool:
+        """Started and taking updates (for /healthz)."""
+        updater = self._app.updater
+        receiving = self._settings.mode != "polling" or (updater is not None and updater.running)
+        return self._app.running and receiving
+
     # Lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:

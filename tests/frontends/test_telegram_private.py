@@ -18,17 +18,25 @@ from tests.frontends.telegram_harness import (
     assert_paced,
     build_scripted,
     final_texts,
+    on_backend,
     running_bot,
 )
+from tests.frontends.backends import BACKENDS
 
 USER = 42
 OTHER = 43
 
 
 @pytest.fixture(scope="module")
-def scripted(tokenizer: Any) -> Scripted:
+def local_scripted(tokenizer: Any) -> Scripted:
     """40 words of reasoning, then a short Markdown answer."""
     return build_scripted(tokenizer, num_reasoning_words=40, answer=ANSWER)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def scripted(request: pytest.FixtureRequest, local_scripted: Scripted) -> Scripted:
+    """The same words from the local engine, or from the fake OpenAI server."""
+    return on_backend(request.param, local_scripted)
 
 
 async def _answered(bot: Bot, chat_id: int, count: int = 1) -> list[str]:
