@@ -7,10 +7,10 @@ share counts); the chat core reports each finished reply and the front-ends each
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType

@@ -24,8 +24,8 @@ from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.telegram_ui import TelegramFrontend
 from tests.fakes.telegram_api import FakeTelegram
-from tests.frontends.backends import Pace, RemoteModel, openai_engine_factory
 from tests.fakes.telegram_state import Call
+from tests.frontends.backends import Pace, RemoteModel, openai_engine_factory
 
 EOS_ID = 151643
 ANSWER = "The answer is **forty-two**: see `main.py` for details."

@@ -10,6 +10,7 @@ import pytest
 
 from bot.frontends.redact import REDACTED
 from bot.frontends.telegram_replies import CONTROL_TEXT
+from tests.frontends.backends import BACKENDS
 from tests.frontends.telegram_harness import (
     ANSWER,
     ANSWER_SHOWN,
@@ -21,7 +22,6 @@ from tests.frontends.telegram_harness import (
     on_backend,
     running_bot,
 )
-from tests.frontends.backends import BACKENDS
 
 USER = 42
 OTHER = 43
