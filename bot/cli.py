@@ -188,7 +188,11 @@ def _frontends(settings: Settings, app: object) -> list:
     if settings.telegram.enabled:
         from bot.frontends.telegram_ui import TelegramFrontend
 
-        frontends.append(TelegramFrontend(settings.telegram, app.service, chat=settings.chat))
+        frontends.append(
+            TelegramFrontend(
+                settings.telegram, app.service, chat=settings.chat, metrics=app.metrics
+            )
+        )
     if settings.discord.enabled:
         from bot.frontends.discord_ui import DiscordFrontend
 

@@ -211,6 +211,11 @@ class Metrics:
         )
 
 
+# The /stats answers every front-end gives.
+ADMINS_ONLY_STATS = "Only the bot's admins can see its statistics."
+NO_STATS = "Statistics are not collected in this bot."
+
+
 def format_stats(snapshot: MetricsSnapshot) -> str:
     """The admin /stats text: plain lines, the same on every platform."""
     by_status: dict[str, int] = {}
@@ -369,24 +374,22 @@ def _seconds(value: float | None) -> str:
     return f"{value / 60:.1f} min"
 
 
+def metrics_server_for(app: Any, *, listen: str = "127.0.0.1", port: int) -> MetricsServer:
+    """A MetricsServer for the app's metrics whose /healthz checks its engine from the start;
+    each front-end is added by `watch_frontend` once it has started."""
+    engine = app.engine
+    return MetricsServer(
+        app.metrics, listen=listen, port=port, health_checks={"engine": lambda: engine.is_up}
+    )
+
+
 @contextlib.asynccontextmanager
 async def serve_metrics(settings: MetricsSettings, app: Any) -> AsyncIterator[MetricsServer | None]:
-    """The app's MetricsServer while the bot runs (None when `[metrics] port = 0`).
-
-    /healthz checks the engine from the start; each front-end is added by `watch_frontend`
-    once it has started.
-    """
+    """The app's MetricsServer while the bot runs (None when `[metrics] port = 0`)."""
     if not settings.port:
         yield None
         return
-    engine = app.engine
-    server = MetricsServer(
-        app.metrics,
-        listen=settings.listen,
-        port=settings.port,
-        health_checks={"engine": lambda: engine.is_up},
-    )
-    async with server:
+    async with metrics_server_for(app, listen=settings.listen, port=settings.port) as server:
         yield server
 
 

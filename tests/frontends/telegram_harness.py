@@ -153,7 +153,7 @@ async def running_bot(
         async with open_app(settings, engine_factory=factory) as app:
             options = {"poll_timeout": 1.0, "tick_interval": 1.0, **(frontend_options or {})}
             frontend = TelegramFrontend(
-                settings.telegram, app.service, chat=settings.chat, **options
+                settings.telegram, app.service, chat=settings.chat, metrics=app.metrics, **options
             )
             await frontend.start()
             bot = Bot(tg, app, frontend, settings)
