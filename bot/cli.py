@@ -196,7 +196,9 @@ def _frontends(settings: Settings, app: object) -> list:
     if settings.discord.enabled:
         from bot.frontends.discord_ui import DiscordFrontend
 
-        frontends.append(DiscordFrontend(settings.discord, app.service, chat=settings.chat))
+        frontends.append(
+            DiscordFrontend(settings.discord, app.service, chat=settings.chat, metrics=app.metrics)
+        )
     return frontends
 
 

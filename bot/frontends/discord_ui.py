@@ -17,6 +17,7 @@ from bot.frontends.discord_connect import connector_for, is_default_api_base
 from bot.frontends.discord_controls import StopButton
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
+from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, format_stats
 from bot.render.pacing import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,10 @@ class DiscordFrontend:
         final_timeout: float = 120.0,
         ready_timeout: float = 60.0,
         guild_ready_timeout: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._ready_timeout = ready_timeout
         self._guild_ready_timeout = guild_ready_timeout
         self.replies = ReplyStreams(
@@ -137,6 +140,7 @@ class DiscordFrontend:
             guild_ready_timeout=self._guild_ready_timeout,
             max_ratelimit_timeout=30.0,
         )
+        add_stats_command(client.tree, admins=frozenset(settings.admins), metrics=self._metrics)
         self._client = client
         self._task = asyncio.create_task(client.start(settings.token), name="discord client")
         ready = asyncio.create_task(client.wait_until_ready())
@@ -184,3 +188,26 @@ class DiscordFrontend:
 def _log_client_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("discord: the client stopped: %r", task.exception())
+
+
+def add_stats_command(
+    tree: app_commands.CommandTree[discord.Client],
+    *,
+    admins: frozenset[int],
+    metrics: Metrics | None,
+) -> None:
+    """/stats: the figures /metrics serves, privately, to the configured admins only.
+
+    Not to server managers (who are admins of their own server elsewhere): the figures are
+    the whole bot's, every server's and platform's.
+    """
+
+    @tree.command(name="stats", description="The bot's figures: replies, tokens, timings (admins)")
+    async def stats(interaction: discord.Interaction) -> None:
+        if interaction.user.id not in admins:
+            text = ADMINS_ONLY_STATS
+        elif metrics is None:
+            text = NO_STATS
+        else:
+            text = format_stats(metrics.snapshot())
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -20,10 +20,16 @@ BACKENDS = ("local", "openai")
 
 
 class Pace:
-    """Seconds before each streamed piece; tests turn `delay` as they do a local Throttle's."""
+    """Seconds before each streamed piece; tests turn `delay` as they do a local Throttle's,
+    and count the pieces sent in `num_steps` as a Throttle counts the model's steps."""
 
     def __init__(self) -> None:
         self.delay = 0.0
+        self.num_steps = 0
+
+    def next_delay(self) -> float:
+        self.num_steps += 1
+        return self.delay
 
 
 @dataclass
@@ -31,12 +37,17 @@ class RemoteModel:
     """Stands in for a scripted model: the server streams `script` ("reasoning</think>answer")."""
 
     script: str
-    throttle: Any  # anything with a `delay` in seconds per piece
+    throttle: Pace
+
+
+def on_backend(backend: str, model: Any, script: str) -> Any:
+    """`model` (the scripted torch model saying `script`) for "local", else a RemoteModel."""
+    return model if backend == "local" else RemoteModel(script, Pace())
 
 
 @contextlib.asynccontextmanager
 async def openai_engine_factory(
-    model: RemoteModel, tokenizer: Any, *, max_concurrency: int = 4
+    model: RemoteModel, tokenizer: Any, *, max_concurrency: int = 4, max_queue: int = 256
 ) -> AsyncIterator[Any]:
     """A fake server answering every request with the script, and an engine factory for it.
 
@@ -46,12 +57,13 @@ async def openai_engine_factory(
     async with FakeOpenAI() as server:
         # reasoning_content: what vLLM and SGLang send with their deepseek_r1 reasoning parser.
         server.answer = lambda body: answer_steps(model.script, form="reasoning_content")
-        server.pace = lambda: model.throttle.delay
+        server.pace = model.throttle.next_delay
 
         def build(settings: Settings) -> tuple[Any, OpenAIEngine]:
             engine = OpenAIEngine(
                 server.base_url,
                 max_concurrency=max_concurrency,
+                max_queue=max_queue,
                 max_context_tokens=settings.model.max_context_tokens,
             )
             return tokenizer, engine

@@ -186,9 +186,8 @@ def on_backend(backend: str, scripted: Scripted) -> Scripted:
     """The same words from the given backend: for "openai" the fake server streams them."""
     if backend == "local":
         return scripted
-    pace = Pace()
-    script = f"{scripted.reasoning}</think>\n\n{scripted.answer}"
-    return replace(scripted, model=RemoteModel(script, pace), throttle=pace)
+    remote = RemoteModel(f"{scripted.reasoning}</think>\n\n{scripted.answer}", Pace())
+    return replace(scripted, model=remote, throttle=remote.throttle)
 
 
 def build_scripted(
