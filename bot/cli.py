@@ -179,7 +179,9 @@ async def _console(settings: Settings) -> int:
     # On stdout with the rest of the conversation: stderr carries only what went wrong.
     print(f"Loading {settings.model.path} …", flush=True)
     async with open_app(settings) as app:
-        await ConsoleUI(app.service, app.store, reasoning_mode=settings.chat.reasoning).run()
+        await ConsoleUI(
+            app.service, app.store, reasoning_mode=settings.chat.reasoning, metrics=app.metrics
+        ).run()
     return 0
 
 
