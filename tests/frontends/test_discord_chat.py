@@ -236,6 +236,8 @@ async def test_stats_shows_the_figures_to_the_configured_admins_only(
             await dc.wait_for(lambda stats=stats: stats.original and stats.original.content)
             assert stats.original.is_ephemeral
             shown[name] = stats.original.content
+        assert bot.frontend.is_up  # what /healthz asks
+    assert not bot.frontend.is_up  # closed: /healthz would answer 503
     assert shown["alice"] == shown["mona"] == ADMINS_ONLY_STATS
     assert shown["root"].startswith("Replies: 1 (complete 1)")
     assert "Now: 0 generating, 0 waiting" in shown["root"]
