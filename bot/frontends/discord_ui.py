@@ -17,7 +17,7 @@ from bot.frontends.discord_connect import connector_for, is_default_api_base
 from bot.frontends.discord_controls import StopButton
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
-from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, format_stats
+from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.render.pacing import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class DiscordFrontend:
             channel_calls=channel_calls,
             channel_period=channel_period,
             final_timeout=final_timeout,
+            on_error=self._count_error,
         )
         access = AccessPolicy(allowed_users=settings.allowed_users, admins=settings.admins)
         self._handlers = DiscordHandlers(
@@ -115,6 +116,10 @@ class DiscordFrontend:
         )
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _count_error(self, kind: PlatformErrorKind) -> None:
+        if self._metrics is not None:
+            self._metrics.count_platform_error(self.name, kind)
 
     @property
     def is_up(self) -> bool:
