@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.config import Settings
@@ -43,6 +43,11 @@ class RemoteModel:
 def on_backend(backend: str, model: Any, script: str) -> Any:
     """`model` (the scripted torch model saying `script`) for "local", else a RemoteModel."""
     return model if backend == "local" else RemoteModel(script, Pace())
+
+
+def as_openai(settings: Settings) -> Settings:
+    """The settings with `[engine] backend = "openai"`, as the operator would have them."""
+    return replace(settings, engine=replace(settings.engine, backend="openai"))
 
 
 @contextlib.asynccontextmanager

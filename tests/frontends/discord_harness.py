@@ -27,7 +27,7 @@ from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.discord_ui import DiscordFrontend
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_state import FakeGuild, FakeUser, MessageRecord
-from tests.frontends.backends import RemoteModel, openai_engine_factory
+from tests.frontends.backends import RemoteModel, as_openai, openai_engine_factory
 
 EOS_ID = 151643
 ADMIN_NAME = "root"
@@ -232,6 +232,7 @@ async def running_bot(
             generation=generation,
         )
         if isinstance(model, RemoteModel):
+            settings = as_openai(settings)
             factory = await stack.enter_async_context(
                 openai_engine_factory(
                     model, tokenizer, max_concurrency=num_slots, max_queue=max_queue

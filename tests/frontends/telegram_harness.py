@@ -25,7 +25,7 @@ from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.telegram_ui import TelegramFrontend
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call
-from tests.frontends.backends import Pace, RemoteModel, openai_engine_factory
+from tests.frontends.backends import Pace, RemoteModel, as_openai, openai_engine_factory
 
 EOS_ID = 151643
 ANSWER = "The answer is **forty-two**: see `main.py` for details."
@@ -147,6 +147,7 @@ async def running_bot(
             tg, tmp_path / "bot.db", telegram=telegram, chat=chat, generation=generation
         )
         if isinstance(model, RemoteModel):
+            settings = as_openai(settings)
             factory = await stack.enter_async_context(openai_engine_factory(model, tokenizer))
         else:
             factory = engine_factory(model, tokenizer)
