@@ -13,7 +13,7 @@ from typing import Any
 from bot.chat.prompt import PromptBuilder
 from bot.chat.service import ChatService
 from bot.config import Settings
-from bot.engine.factory import build_local_engine
+from bot.metrics import Metrics
 from bot.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -26,16 +26,39 @@ class App:
     engine: Any
     service: ChatService
     tokenizer: Any
+    metrics: Metrics
 
 
 EngineFactory = Callable[[Settings], tuple[Any, Any]]
 
 
+def engine_factory_for(settings: Settings) -> EngineFactory:
+    """The builder `[engine] backend` names; imported lazily, so `openai` never loads CUDA."""
+    if settings.engine.backend == "openai":
+        from bot.engine.remote import build_openai_engine
+
+        return build_openai_engine
+    from bot.engine.factory import build_local_engine
+
+    return build_local_engine
+
+
+def platforms_of(settings: Settings) -> list[str]:
+    """The platforms this bot serves: their metric series exist (at zero) from the start."""
+    names = [name for name in ("telegram", "discord") if getattr(settings, name).enabled]
+    return names or ["console"]
+
+
 @asynccontextmanager
 async def open_app(
-    settings: Settings, *, engine_factory: EngineFactory = build_local_engine
+    settings: Settings, *, engine_factory: EngineFactory | None = None
 ) -> AsyncIterator[App]:
-    """Open the store, load and start the engine, and build the chat service."""
+    """Open the store, load and start the engine, and build the chat service.
+
+    The engine comes from `[engine] backend` unless a test passes its own `engine_factory`.
+    """
+    if engine_factory is None:
+        engine_factory = engine_factory_for(settings)
     database = Path(settings.storage.path)
     is_new_database = not database.exists()
     try:
@@ -62,17 +85,28 @@ async def _open_app(settings: Settings, engine_factory: EngineFactory) -> AsyncI
                 max_context_tokens=context,
                 max_new_tokens=settings.generation.max_new_tokens,
             )
+            metrics = Metrics(platforms_of(settings))
+            metrics.watch_engine(
+                queue_depth=lambda: engine.num_waiting,
+                active_generations=lambda: engine.num_running,
+            )
             service = ChatService(
-                store, engine, prompts, chat=settings.chat, generation=settings.generation
+                store,
+                engine,
+                prompts,
+                chat=settings.chat,
+                generation=settings.generation,
+                on_reply=metrics.observe_finished,
             )
             log.info(
-                "ready: model %s, up to %d chats at once, %d-token context",
-                settings.model.path,
+                "ready: %s model %s, up to %d chats at once, %d-token context",
+                settings.engine.backend,
+                getattr(engine, "model", "") or settings.model.path,
                 engine.max_batch_size,
                 context,
             )
             try:
-                yield App(settings, store, engine, service, tokenizer)
+                yield App(settings, store, engine, service, tokenizer, metrics)
             finally:
                 # Every answer still being written is stored (as interrupted) before the
                 # engine and the store close.

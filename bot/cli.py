@@ -129,10 +129,21 @@ def _expected_error(exc: BaseException) -> str | None:
 
 def _check(settings: Settings) -> int:
     print(f"config: {settings.source}")
-    for section in ("model", "generation", "engine", "storage", "chat", "telegram", "discord"):
+    sections = ["model", "generation", "engine", "storage", "chat", "telegram", "discord"]
+    if settings.engine.backend == "openai":
+        sections.insert(3, "openai")
+    sections.append("metrics")
+    for section in sections:
         values = getattr(settings, section).__dict__
         shown = ", ".join(f"{key}={_printable(key, value)!r}" for key, value in values.items())
         print(f"[{section}] {shown}")
+    print(f"backend: {_backend_line(settings)}")
+    port = settings.metrics.port
+    print(
+        f"metrics: http://{settings.metrics.listen}:{port}/metrics and /healthz"
+        if port
+        else "metrics: off ([metrics] port = 0)"
+    )
     return 0
 
 
@@ -166,13 +177,23 @@ async def _refused_platforms(settings: Settings) -> list[str]:
     return [c.problem for c in await preflight.check_platforms(settings) if c.problem]
 
 
+def _backend_line(settings: Settings) -> str:
+    if settings.engine.backend == "openai":
+        from bot.frontends.redact import hide_password
+
+        remote = settings.openai
+        model = remote.model or "(the server's first model)"
+        return f"openai at {hide_password(remote.base_url)}, model {model}"
+    return f"local, model {settings.model.path}"
+
+
 def _printable(key: str, value: object) -> object:
     """A setting as `check` prints it: secrets only as set/unset, proxy passwords hidden."""
     from bot.frontends.redact import hide_password
 
-    if key in ("token", "webhook_secret"):
+    if key in ("token", "webhook_secret", "api_key"):
         return "<set>" if value else "<unset>"
-    if key == "proxy" and isinstance(value, str):
+    if key in ("proxy", "base_url") and isinstance(value, str):
         return hide_password(value)
     return value
 
@@ -199,7 +220,9 @@ async def _console(settings: Settings) -> int:
     # On stdout with the rest of the conversation: stderr carries only what went wrong.
     print(f"Loading {settings.model.path} …", flush=True)
     async with open_app(settings) as app:
-        await ConsoleUI(app.service, app.store, reasoning_mode=settings.chat.reasoning).run()
+        await ConsoleUI(
+            app.service, app.store, reasoning_mode=settings.chat.reasoning, metrics=app.metrics
+        ).run()
     return 0
 
 
@@ -208,11 +231,17 @@ def _frontends(settings: Settings, app: object) -> list:
     if settings.telegram.enabled:
         from bot.frontends.telegram_ui import TelegramFrontend
 
-        frontends.append(TelegramFrontend(settings.telegram, app.service, chat=settings.chat))
+        frontends.append(
+            TelegramFrontend(
+                settings.telegram, app.service, chat=settings.chat, metrics=app.metrics
+            )
+        )
     if settings.discord.enabled:
         from bot.frontends.discord_ui import DiscordFrontend
 
-        frontends.append(DiscordFrontend(settings.discord, app.service, chat=settings.chat))
+        frontends.append(
+            DiscordFrontend(settings.discord, app.service, chat=settings.chat, metrics=app.metrics)
+        )
     return frontends
 
 
@@ -227,13 +256,14 @@ async def _run(settings: Settings) -> int:
         return 1
     from bot.app import open_app  # torch and transformers: only when there is work to do
     from bot.frontends.base import StartupError
+    from bot.metrics import serve_metrics, watch_frontend
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     status = 0
-    async with open_app(settings) as app:
+    async with open_app(settings) as app, serve_metrics(settings.metrics, app) as metrics_server:
         frontends = _frontends(settings, app)
         started = []
         try:
@@ -248,6 +278,7 @@ async def _run(settings: Settings) -> int:
                         f"{frontend.name} could not start: {type(exc).__name__}: {exc}"
                     ) from None
                 started.append(frontend)
+                watch_frontend(metrics_server, frontend)
             log.info("serving on %s; Ctrl-C stops", ", ".join(f.name for f in started))
             # What is loaded now (model, libraries) lives until exit: keep it out of the cyclic
             # GC's full collections, which otherwise pause the event loop for 0.1-0.2 s.

@@ -7,13 +7,14 @@ share counts); the chat core reports each finished reply and the front-ends each
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 from prometheus_client import (
@@ -25,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bot.config import ConfigError
+from bot.config import ConfigError, MetricsSettings
 from bot.types import ReplyFinished, ReplyStatus
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,11 @@ class Metrics:
         )
 
 
+# The /stats answers every front-end gives.
+ADMINS_ONLY_STATS = "Only the bot's admins can see its statistics."
+NO_STATS = "Statistics are not collected in this bot."
+
+
 def format_stats(snapshot: MetricsSnapshot) -> str:
     """The admin /stats text: plain lines, the same on every platform."""
     by_status: dict[str, int] = {}
@@ -366,3 +372,28 @@ def _seconds(value: float | None) -> str:
     if value < 120:
         return f"{value:.0f} s"
     return f"{value / 60:.1f} min"
+
+
+def metrics_server_for(app: Any, *, listen: str = "127.0.0.1", port: int) -> MetricsServer:
+    """A MetricsServer for the app's metrics whose /healthz checks its engine from the start;
+    each front-end is added by `watch_frontend` once it has started."""
+    engine = app.engine
+    return MetricsServer(
+        app.metrics, listen=listen, port=port, health_checks={"engine": lambda: engine.is_up}
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(settings: MetricsSettings, app: Any) -> AsyncIterator[MetricsServer | None]:
+    """The app's MetricsServer while the bot runs (None when `[metrics] port = 0`)."""
+    if not settings.port:
+        yield None
+        return
+    async with metrics_server_for(app, listen=settings.listen, port=settings.port) as server:
+        yield server
+
+
+def watch_frontend(server: MetricsServer | None, frontend: Any) -> None:
+    """/healthz fails while this front-end is down (a no-op without a metrics server)."""
+    if server is not None:
+        server.set_health_check(frontend.name, lambda: frontend.is_up)

@@ -216,3 +216,32 @@ def test_version_names_the_installed_package(tmp_path):
     assert result.returncode == 0
     assert result.stdout.startswith("python -m bot ")
     assert result.stdout.split()[-1][0].isdigit(), result.stdout
+
+
+def test_check_prints_the_openai_backend_and_metrics_port_but_never_the_api_key(tmp_path):
+    key = "sk-remote-secret-key-value"
+    config = write_config(
+        tmp_path / "config.toml",
+        {
+            "storage": {"path": str(tmp_path / "bot.db")},
+            "engine": {"backend": "openai"},
+            "openai": {"base_url": "http://vllm.example:8000/v1", "model": "r1-14b"},
+            "metrics": {"port": 9464, "listen": "0.0.0.0"},
+        },
+    )
+    result = run_bot("check", "--config", str(config), OPENAI_API_KEY=key)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert key not in output and key[:8] not in output
+    assert "backend: openai at http://vllm.example:8000/v1, model r1-14b" in output
+    assert "api_key='<set>'" in output
+    assert "metrics: http://0.0.0.0:9464/metrics and /healthz" in output
+
+
+def test_check_says_the_local_backend_and_that_metrics_are_off(tmp_path):
+    config = write_config(tmp_path / "config.toml", {"storage": {"path": str(tmp_path / "b.db")}})
+    result = run_bot("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "backend: local, model " in result.stdout
+    assert "metrics: off ([metrics] port = 0)" in result.stdout
+    assert "[openai]" not in result.stdout  # not used: not shown

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,8 +109,11 @@ class ChatService:
         *,
         chat: ChatSettings,
         generation: GenerationSettings,
+        on_reply: Callable[[str, ReplyFinished], None] | None = None,
     ) -> None:
         self._store = store
+        # Told of every stored reply (platform, final event): the metrics count them there.
+        self._on_reply = on_reply
         self._engine = engine
         self._prompts = prompts
         self._chat = chat
@@ -181,6 +184,7 @@ class ChatService:
                     timeout_seconds=self._generation.timeout_seconds,
                 ),
                 owner=str(key),
+                messages=prompt.messages,  # what a chat-completions server takes instead
             )
             try:
                 stream = self._engine.submit(request)
@@ -264,6 +268,7 @@ class ChatService:
             self._active.pop(reply.key, None)
             reply._events.put_nowait(final)
             self._log_reply(reply.key, final, finished)
+            self._report(reply.key, final)
         return final
 
     def _final_event(
@@ -315,6 +320,14 @@ class ChatService:
                 total_seconds=final.total_seconds,
             )
         )
+
+    def _report(self, key: ChatKey, final: ReplyFinished) -> None:
+        if self._on_reply is None:
+            return
+        try:
+            self._on_reply(key.platform, final)
+        except Exception:  # counting must never cost a user their answer
+            log.exception("reply %s: reporting it to the metrics failed", key)
 
     @staticmethod
     def _log_reply(key: ChatKey, final: ReplyFinished, finished: Finished | None) -> None:

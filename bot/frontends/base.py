@@ -14,6 +14,10 @@ class Frontend(Protocol):
 
     name: str
 
+    @property
+    def is_up(self) -> bool:
+        """Connected and taking messages (for /healthz)."""
+
     async def start(self) -> None:
         """Connect and begin taking messages; returns once running."""
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from bot.chat.service import ChatService, Reply
+from bot.metrics import NO_STATS, Metrics, format_stats
 from bot.types import (
     AnswerDelta,
     ChatError,
@@ -38,6 +39,7 @@ HELP = """Commands:
   /reset           start a new dialogue (the old one stays in the history)
   /system          show the system prompt
   /system TEXT     set the system prompt;  /system clear  restores the default
+  /stats           replies, tokens and timings so far
   /help            this help
   /exit            quit (or Ctrl-D)
 Ctrl-C stops the answer being written; Ctrl-D stops it and quits."""
@@ -191,8 +193,10 @@ class ConsoleUI:
         reasoning_mode: str,
         output: TextIO = sys.stdout,
         key: ChatKey = CONSOLE_KEY,
+        metrics: Metrics | None = None,
     ) -> None:
         self._service = service
+        self._metrics = metrics
         self._store = store
         self._mode = reasoning_mode
         self._out = output
@@ -261,6 +265,9 @@ class ConsoleUI:
             await self._system(argument)
         elif command == "/stop":
             self._write("Nothing to stop.\n")
+        elif command == "/stats":  # whoever holds the terminal runs the bot: an admin
+            stats = NO_STATS if self._metrics is None else format_stats(self._metrics.snapshot())
+            self._write(stats + "\n")
         else:
             self._write(f"Unknown command {command}. Try /help.\n")
         return True

@@ -7,9 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.chat.service import Reply
+from bot.metrics import PlatformErrorKind
 from bot.render.layout import DiscordLayout, ReasoningMode
 from bot.render.pacing import ChatPacer, Clock
-from bot.render.stream import MessageSink, StreamRenderer
+from bot.render.stream import MessageSink, RetryAfter, StreamRenderer, TransientSinkError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ class ReplyStreams:
         channel_calls: int | None,
         channel_period: float,
         final_timeout: float,
+        on_error: Callable[[PlatformErrorKind], None] | None = None,
     ) -> None:
         self._clock = clock
+        self._on_error = on_error
         self._reasoning = reasoning
         self._edit_interval = edit_interval
         self._channel_gap = channel_gap
@@ -58,6 +61,8 @@ class ReplyStreams:
         after: Callable[[], Awaitable[None]] | None = None,
     ) -> asyncio.Task[None]:
         """Stream `reply` through `sink` in the background; then `after` (in a paced slot)."""
+        if self._on_error is not None:
+            sink = _CountingSink(sink, self._on_error)
         renderer = StreamRenderer(
             sink,
             DiscordLayout(self._reasoning),
@@ -128,3 +133,21 @@ class ReplyStreams:
             # stop spending the GPU on it. What was generated is stored all the same.
             log.exception("reply %s: cannot show the answer on Discord; stopping it", reply.key)
             reply.stop()
+
+
+class _CountingSink:
+    """A sink that counts the platform failures it passes on (for bot_platform_errors_total)."""
+
+    def __init__(self, sink: MessageSink, on_error: Callable[[PlatformErrorKind], None]) -> None:
+        self._sink = sink
+        self._on_error = on_error
+
+    async def show(self, index: int, text: str, *, final: bool) -> None:
+        try:
+            await self._sink.show(index, text, final=final)
+        except RetryAfter:
+            self._on_error(PlatformErrorKind.RATE_LIMITED)
+            raise
+        except TransientSinkError as error:
+            self._on_error(getattr(error, "kind", PlatformErrorKind.OTHER))
+            raise

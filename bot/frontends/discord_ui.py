@@ -19,6 +19,7 @@ from bot.frontends.discord_controls import ContinueButton, RegenerateButton, Sto
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
 from bot.frontends.discord_turns import TurnReader
+from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.render.pacing import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,10 @@ class DiscordFrontend:
         final_timeout: float = 120.0,
         ready_timeout: float = 60.0,
         guild_ready_timeout: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._ready_timeout = ready_timeout
         self._guild_ready_timeout = guild_ready_timeout
         self.replies = ReplyStreams(
@@ -107,6 +110,7 @@ class DiscordFrontend:
             channel_calls=channel_calls,
             channel_period=channel_period,
             final_timeout=final_timeout,
+            on_error=self._count_error,
         )
         access = AccessPolicy(allowed_users=settings.allowed_users, admins=settings.admins)
         self._handlers = DiscordHandlers(
@@ -120,6 +124,16 @@ class DiscordFrontend:
         )
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _count_error(self, kind: PlatformErrorKind) -> None:
+        if self._metrics is not None:
+            self._metrics.count_platform_error(self.name, kind)
+
+    @property
+    def is_up(self) -> bool:
+        """Connected to the gateway and ready (for /healthz); false while it reconnects."""
+        client = self._client
+        return client is not None and client.is_ready() and not client.is_closed()
 
     async def start(self) -> None:
         """Log in, sync the slash commands, connect to the gateway; returns once ready."""
@@ -139,6 +153,7 @@ class DiscordFrontend:
             guild_ready_timeout=self._guild_ready_timeout,
             max_ratelimit_timeout=30.0,
         )
+        add_stats_command(client.tree, admins=frozenset(settings.admins), metrics=self._metrics)
         self._client = client
         self._task = asyncio.create_task(client.start(settings.token), name="discord client")
         ready = asyncio.create_task(client.wait_until_ready())
@@ -186,3 +201,26 @@ class DiscordFrontend:
 def _log_client_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("discord: the client stopped: %r", task.exception())
+
+
+def add_stats_command(
+    tree: app_commands.CommandTree[discord.Client],
+    *,
+    admins: frozenset[int],
+    metrics: Metrics | None,
+) -> None:
+    """/stats: the figures /metrics serves, privately, to the configured admins only.
+
+    Not to server managers (who are admins of their own server elsewhere): the figures are
+    the whole bot's, every server's and platform's.
+    """
+
+    @tree.command(name="stats", description="The bot's figures: replies, tokens, timings (admins)")
+    async def stats(interaction: discord.Interaction) -> None:
+        if interaction.user.id not in admins:
+            text = ADMINS_ONLY_STATS
+        elif metrics is None:
+            text = NO_STATS
+        else:
+            text = format_stats(metrics.snapshot())
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

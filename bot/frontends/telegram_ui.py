@@ -27,6 +27,7 @@ from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
 from bot.frontends.telegram_commands import (
     NOT_ALLOWED,
     NOT_TEXT,
+    PLATFORM,
     UNKNOWN_COMMAND,
     Commands,
     bot_commands,
@@ -40,7 +41,9 @@ from bot.frontends.telegram_replies import (
     ReplyOptions,
     ReplyRunner,
 )
+from bot.frontends.telegram_request import CountingRequest, ErrorCounter
 from bot.frontends.telegram_turns import TurnReader
+from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.render.pacing import ChatPacer, Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,10 @@ class TelegramFrontend:
         close_timeout: float = 30.0,
         global_calls_per_second: int | None = 30,
         use_drafts: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._poll_timeout = poll_timeout
         self._close_timeout = close_timeout
         self._access = Access(frozenset(settings.admins), frozenset(settings.allowed_users))
@@ -93,7 +98,7 @@ class TelegramFrontend:
             [settings.token, self._webhook_secret, url_password(settings.proxy)], URL_LOGGERS
         )
         self._redaction.install()  # before the Bot is built: it logs its URL
-        self._app = self._build_application(settings)
+        self._app = self._build_application(settings, self._count_error)
         clock = clock or SystemClock()
         # Telegram's bot-wide limit (about 30 messages a second); waits, never pauses the bot.
         limiter = None
@@ -137,6 +142,13 @@ class TelegramFrontend:
     def num_answering(self) -> int:
         """Answers being shown right now."""
         return self._replies.num_running
+
+    @property
+    def is_up(self) -> bool:
+        """Started and taking updates (for /healthz)."""
+        updater = self._app.updater
+        receiving = self._settings.mode != "polling" or (updater is not None and updater.running)
+        return self._app.running and receiving
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -234,20 +246,25 @@ class TelegramFrontend:
     # Building -------------------------------------------------------------------------------
 
     @staticmethod
-    def _build_application(settings: TelegramSettings) -> Application:
-        builder = (
+    def _build_application(settings: TelegramSettings, on_error: ErrorCounter) -> Application:
+        proxy = settings.proxy or None  # validated by the config loader
+        return (
             Application.builder()
             .token(settings.token)
             .base_url(settings.base_url)
             .base_file_url(file_url_for(settings.base_url))
             # One user's long answer never holds up another user's message or command.
             .concurrent_updates(True)
-            .connection_pool_size(512)
-            .pool_timeout(10.0)
+            .request(
+                CountingRequest(on_error, connection_pool_size=512, pool_timeout=10.0, proxy=proxy)
+            )
+            .get_updates_request(CountingRequest(on_error, connection_pool_size=1, proxy=proxy))
+            .build()
         )
-        if settings.proxy:  # validated by the config loader
-            builder = builder.proxy(settings.proxy).get_updates_proxy(settings.proxy)
-        return builder.build()
+
+    def _count_error(self, kind: PlatformErrorKind) -> None:
+        if self._metrics is not None:
+            self._metrics.count_platform_error(PLATFORM, kind)
 
     def _add_handlers(self) -> None:
         new_message = filters.UpdateType.MESSAGE
@@ -257,6 +274,9 @@ class TelegramFrontend:
         app.add_handler(CallbackQueryHandler(self._on_answer_button, pattern=answer_buttons))
         for name, handler in self._commands.handlers().items():
             app.add_handler(CommandHandler(name, self._command(name, handler), filters=new_message))
+        app.add_handler(
+            CommandHandler("stats", self._command("stats", self._stats), filters=new_message)
+        )
         app.add_handler(MessageHandler(new_message & filters.COMMAND, self._on_unknown_command))
         text = new_message & filters.TEXT & ~filters.COMMAND
         app.add_handler(MessageHandler(text, self._on_text))
@@ -283,6 +303,15 @@ class TelegramFrontend:
             await handler(message, user, context.args or [])
 
         return run
+
+    async def _stats(self, message: Message, user: User, args: Sequence[str]) -> None:
+        """/stats (admins): the figures /metrics serves, as text."""
+        if not self._access.is_admin(user.id):
+            await self._commands.say(message, ADMINS_ONLY_STATS)
+        elif self._metrics is None:
+            await self._commands.say(message, NO_STATS)
+        else:
+            await self._commands.say(message, format_stats(self._metrics.snapshot()))
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A text message, or a file with or without a caption."""

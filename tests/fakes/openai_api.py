@@ -165,6 +165,9 @@ class FakeOpenAI:
         self.answer: Callable[[dict[str, Any]], list[Step]] = lambda body: answer_steps(
             DEFAULT_SCRIPT, usage=(len(json.dumps(body["messages"])) // 4, 20)
         )
+        # Seconds to wait before each delta chunk, asked anew each time: a slow model (a test
+        # can slow it mid-answer to act on it, as the front-end tests do with the local model).
+        self.pace: Callable[[], float] = lambda: 0.0
         self.requests: list[dict[str, Any]] = []  # completion request bodies, in arrival order
         self.authorizations: list[str | None] = []  # the Authorization header of every call
         self.num_model_lists = 0  # GET /models calls
@@ -305,6 +308,8 @@ class FakeOpenAI:
         await send(chunk([_choice({"role": "assistant", "content": ""})]))
         for step in steps:
             if isinstance(step, Delta):
+                if delay := self.pace():
+                    await asyncio.sleep(delay)
                 await send(chunk([_choice(step.fields)]))
             elif isinstance(step, Finish):
                 choice = _choice({}, step.reason)

@@ -27,6 +27,7 @@ from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.discord_ui import DiscordFrontend
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_state import FakeGuild, FakeUser, MessageRecord
+from tests.frontends.backends import RemoteModel, as_openai, openai_engine_factory
 
 EOS_ID = 151643
 ADMIN_NAME = "root"
@@ -57,6 +58,13 @@ class Throttle:
 @contextlib.contextmanager
 def throttled(model: Any, delay: float) -> Iterator[Throttle]:
     """The model pauses `delay` seconds per step while the block runs."""
+    if isinstance(model, RemoteModel):  # the fake server pauses before each piece instead
+        model.throttle.delay = delay
+        try:
+            yield model.throttle  # type: ignore[misc]
+        finally:
+            model.throttle.delay = 0.0
+        return
     throttle = Throttle(delay)
     handle = model.lm_head.register_forward_pre_hook(throttle)
     try:
@@ -202,8 +210,13 @@ async def running_bot(
     guild_commands: bool = False,
     allowed_users: Sequence[str] = (),
 ) -> AsyncIterator[Bot]:
-    """Everything wired as `python -m bot run` wires it, with the model and the server swapped."""
-    async with FakeDiscord(**(fake_options or {})) as dc:
+    """Everything wired as `python -m bot run` wires it, with the model and the server swapped.
+
+    `model` is the scripted torch model (the local engine) or a RemoteModel (the openai engine
+    against the fake OpenAI server saying the same; `num_slots` streams at once).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        dc = await stack.enter_async_context(FakeDiscord(**(fake_options or {})))
         alice, bob, mona = dc.add_user("alice"), dc.add_user("bob"), dc.add_user("mona")
         root = dc.add_user(ADMIN_NAME)
         guild = dc.add_guild("Lab", members=[alice, bob, root], managers=[mona])
@@ -220,10 +233,20 @@ async def running_bot(
             chat=chat,
             generation=generation,
         )
-        factory = engine_factory(model, tokenizer, num_slots=num_slots, max_queue=max_queue)
+        if isinstance(model, RemoteModel):
+            settings = as_openai(settings)
+            factory = await stack.enter_async_context(
+                openai_engine_factory(
+                    model, tokenizer, max_concurrency=num_slots, max_queue=max_queue
+                )
+            )
+        else:
+            factory = engine_factory(model, tokenizer, num_slots=num_slots, max_queue=max_queue)
         async with open_app(settings, engine_factory=factory) as app:
             options = {"guild_ready_timeout": 0.1, **(frontend_options or {})}
-            frontend = DiscordFrontend(settings.discord, app.service, chat=settings.chat, **options)
+            frontend = DiscordFrontend(
+                settings.discord, app.service, chat=settings.chat, metrics=app.metrics, **options
+            )
             await frontend.start()
             bot = Bot(dc, app, frontend, settings, alice, bob, mona, root, guild)
             try:

@@ -25,6 +25,7 @@ from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.telegram_ui import TelegramFrontend
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call
+from tests.frontends.backends import Pace, RemoteModel, as_openai, openai_engine_factory
 
 EOS_ID = 151643
 ANSWER = "The answer is **forty-two**: see `main.py` for details."
@@ -137,15 +138,25 @@ async def running_bot(
     generation: dict[str, Any] | None = None,
     frontend_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Bot]:
-    """Everything wired as `python -m bot run` wires it, with the model and server swapped."""
-    async with FakeTelegram() as tg:
+    """Everything wired as `python -m bot run` wires it, with the model and server swapped.
+
+    `model` is the scripted torch model (the local engine) or a RemoteModel (the openai engine
+    against the fake OpenAI server saying the same).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(FakeTelegram())
         settings = make_settings(
             tg, tmp_path / "bot.db", telegram=telegram, chat=chat, generation=generation
         )
-        async with open_app(settings, engine_factory=engine_factory(model, tokenizer)) as app:
+        if isinstance(model, RemoteModel):
+            settings = as_openai(settings)
+            factory = await stack.enter_async_context(openai_engine_factory(model, tokenizer))
+        else:
+            factory = engine_factory(model, tokenizer)
+        async with open_app(settings, engine_factory=factory) as app:
             options = {"poll_timeout": 1.0, "tick_interval": 1.0, **(frontend_options or {})}
             frontend = TelegramFrontend(
-                settings.telegram, app.service, chat=settings.chat, **options
+                settings.telegram, app.service, chat=settings.chat, metrics=app.metrics, **options
             )
             await frontend.start()
             bot = Bot(tg, app, frontend, settings)
@@ -172,6 +183,14 @@ class Scripted:
     reasoning: str
     answer: str
     num_tokens: int
+
+
+def on_backend(backend: str, scripted: Scripted) -> Scripted:
+    """The same words from the given backend: for "openai" the fake server streams them."""
+    if backend == "local":
+        return scripted
+    remote = RemoteModel(f"{scripted.reasoning}</think>\n\n{scripted.answer}", Pace())
+    return replace(scripted, model=remote, throttle=remote.throttle)
 
 
 def build_scripted(

@@ -162,7 +162,7 @@ def test_commands(chatty_folder, tmp_path):
     )
     child, _ = start_console(config)
     help_text = say(child, "/help")
-    for command in ("/reset", "/system", "/help", "/exit", "Ctrl-C"):
+    for command in ("/reset", "/system", "/stats", "/help", "/exit", "Ctrl-C"):
         assert command in help_text
     assert say(child, "/frobnicate").strip() == "Unknown command /frobnicate. Try /help."
     assert say(child, "/system").strip() == "System prompt (default): Be kind."
@@ -173,6 +173,9 @@ def test_commands(chatty_folder, tmp_path):
     assert ANSWER in say(child, "Question two")
     assert say(child, "/system clear").strip() == "System prompt restored to the default."
     assert ANSWER in say(child, "Question six")
+    stats = say(child, "/stats")
+    assert "Replies: 3 (complete 3)" in stats
+    assert "Now: 0 generating, 0 waiting" in stats
     child.sendline("/exit")
     child.expect(pexpect.EOF)
     child.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bot.metrics import ADMINS_ONLY_STATS
 from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_MESSAGE,
@@ -14,6 +15,7 @@ from tests.fakes.discord_state import (
     INTENT_MESSAGE_CONTENT,
     MAX_CONTENT,
 )
+from tests.frontends.backends import BACKENDS, on_backend
 from tests.frontends.discord_harness import (
     assert_paced,
     is_done,
@@ -29,8 +31,11 @@ SCRIPT = f"{REASONING} </think>\n\n{ANSWER}"
 FINAL_QUOTED = f"> {REASONING}\n{ANSWER}"
 
 
-@pytest.fixture
-def model(tokenizer: Any) -> Any:
+@pytest.fixture(params=BACKENDS)
+def model(request: pytest.FixtureRequest, tokenizer: Any) -> Any:
+    """The scripted model, or the fake OpenAI server saying the same (backend = "openai")."""
+    if request.param == "openai":
+        return on_backend("openai", None, SCRIPT)
     return build_scripted_model(tokenizer, SCRIPT)
 
 
@@ -49,6 +54,7 @@ async def test_slash_chat_streams_and_ends_with_the_exact_answer(
             "help",
             "id",
             "reset",
+            "stats",
             "stop",
             "system",
         ]
@@ -82,7 +88,7 @@ async def test_commands_sync_to_configured_guilds(model, tokenizer, tmp_path) ->
         dc = bot.dc
         assert dc.commands == []
         names = sorted(c["name"] for c in dc.guild_commands[bot.guild.id])
-        assert names == ["chat", "help", "id", "reset", "stop", "system"]
+        assert names == ["chat", "help", "id", "reset", "stats", "stop", "system"]
         rec = await dc.slash(bot.alice, "chat", prompt="hi", guild=bot.guild)
         assert rec.payload["data"]["guild_id"] == str(bot.guild.id)
         await dc.wait_for(lambda: is_done(rec.original))
@@ -214,3 +220,25 @@ async def test_two_users_in_one_channel_have_their_own_dialogues(
         channel = bot.guild.default_channel.id
         assert [m.content for m in await bot.stored(channel, bot.alice)] == ["from alice", ANSWER]
         assert [m.content for m in await bot.stored(channel, bot.mona)] == ["from mona", ANSWER]
+
+
+async def test_stats_shows_the_figures_to_the_configured_admins_only(
+    model, tokenizer, tmp_path
+) -> None:
+    async with running_bot(model, tokenizer, tmp_path) as bot:
+        dc = bot.dc
+        rec = await dc.slash(bot.alice, "chat", prompt="hi", guild=bot.guild)
+        await dc.wait_for(lambda: is_done(rec.original))
+        await bot.wait_idle()
+        shown = {}
+        # Mona manages the server, but the figures are the whole bot's: not hers to see.
+        for name, user in (("alice", bot.alice), ("mona", bot.mona), ("root", bot.root)):
+            stats = await dc.slash(user, "stats", guild=bot.guild)
+            await dc.wait_for(lambda stats=stats: stats.original and stats.original.content)
+            assert stats.original.is_ephemeral
+            shown[name] = stats.original.content
+        assert bot.frontend.is_up  # what /healthz asks
+    assert not bot.frontend.is_up  # closed: /healthz would answer 503
+    assert shown["alice"] == shown["mona"] == ADMINS_ONLY_STATS
+    assert shown["root"].startswith("Replies: 1 (complete 1)")
+    assert "Now: 0 generating, 0 waiting" in shown["root"]

@@ -15,6 +15,7 @@ from tests.fakes.discord_state import (
     InteractionRecord,
     MessageRecord,
 )
+from tests.frontends.backends import BACKENDS, on_backend
 from tests.frontends.discord_harness import is_done, longest_words, running_bot, throttled
 from tests.support.models import build_scripted_model
 
@@ -29,9 +30,13 @@ def answer(tokenizer: Any) -> str:
     return " ".join(longest_words(tokenizer, NUM_WORDS))
 
 
-@pytest.fixture
-def model(tokenizer: Any, answer: str) -> Any:
-    return build_scripted_model(tokenizer, f"Hm. </think>\n\n{answer}", hidden_size=128)
+@pytest.fixture(params=BACKENDS)
+def model(request: pytest.FixtureRequest, tokenizer: Any, answer: str) -> Any:
+    """The scripted model, or the fake OpenAI server saying the same (backend = "openai")."""
+    script = f"Hm. </think>\n\n{answer}"
+    if request.param == "openai":
+        return on_backend("openai", None, script)
+    return build_scripted_model(tokenizer, script, hidden_size=128)
 
 
 def stop_id(message: MessageRecord) -> str:

@@ -84,6 +84,9 @@ async def test_429s_beyond_discord_py_retries_are_retried_by_the_renderer(
         assert statuses[:6] == [429] * 5 + [200]
         stored = await bot.stored(bot.guild.default_channel.id, bot.alice)
         assert stored[-1].status == "complete"
+        # discord.py's 5 tries are one failure of the sink: counted once, as rate limited.
+        errors = bot.app.metrics.snapshot().platform_errors
+        assert errors[("discord", "rate_limited")] == 1
 
 
 async def test_an_expired_token_moves_the_answer_to_a_channel_message(

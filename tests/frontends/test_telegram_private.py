@@ -10,6 +10,7 @@ import pytest
 
 from bot.frontends.redact import REDACTED
 from bot.frontends.telegram_replies import CONTROL_TEXT
+from tests.frontends.backends import BACKENDS
 from tests.frontends.telegram_harness import (
     ANSWER,
     ANSWER_SHOWN,
@@ -18,6 +19,7 @@ from tests.frontends.telegram_harness import (
     assert_paced,
     build_scripted,
     final_texts,
+    on_backend,
     running_bot,
 )
 
@@ -26,9 +28,15 @@ OTHER = 43
 
 
 @pytest.fixture(scope="module")
-def scripted(tokenizer: Any) -> Scripted:
+def local_scripted(tokenizer: Any) -> Scripted:
     """40 words of reasoning, then a short Markdown answer."""
     return build_scripted(tokenizer, num_reasoning_words=40, answer=ANSWER)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def scripted(request: pytest.FixtureRequest, local_scripted: Scripted) -> Scripted:
+    """The same words from the local engine, or from the fake OpenAI server."""
+    return on_backend(request.param, local_scripted)
 
 
 async def _answered(bot: Bot, chat_id: int, count: int = 1) -> list[str]:
