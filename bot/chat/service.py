@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Reply:
         self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         self._task: asyncio.Task[ReplyFinished] | None = None
         self._stream: GenerationStream | None = None
+        # The row in the store that this answer streams into (checkpointed while it runs).
+        self.reply_id: int | None = None
         self._is_interrupted = False
         self._is_done = False
         self._is_settled = asyncio.Event()  # start_reply has finished: running, or refused
@@ -109,8 +112,10 @@ class ChatService:
         *,
         chat: ChatSettings,
         generation: GenerationSettings,
+        checkpoint_seconds: float = 2.0,
     ) -> None:
         self._store = store
+        self._checkpoint_seconds = checkpoint_seconds
         self._engine = engine
         self._prompts = prompts
         self._chat = chat
@@ -175,6 +180,9 @@ class ChatService:
             reply._stream = stream
             try:
                 await self._store.add_user_message(key, text)
+                # A 'streaming' row from the start: a killed bot leaves it (with the last
+                # checkpoint's text) for recover_interrupted to turn into 'interrupted'.
+                reply.reply_id = await self._store.begin_reply(key)
             except BaseException:
                 stream.cancel()
                 raise
@@ -224,6 +232,11 @@ class ChatService:
                 reply._events.put_nowait(event)
 
         finished: Finished | None = None
+        is_done = asyncio.Event()
+        checkpoints = asyncio.create_task(
+            self._checkpoint_until(is_done, reply, answer, reasoning),
+            name=f"checkpoints {reply.key}",
+        )
         try:
             async for event in stream:
                 if isinstance(event, Queued | Started):
@@ -237,10 +250,14 @@ class ChatService:
             reply._is_interrupted = True
         except Exception:
             log.exception("reply %s: engine stream failed", reply.key)
+        finally:
+            # Not cancelled: a checkpoint write under way finishes, then the loop ends.
+            is_done.set()
         publish(splitter.flush())
         final = self._final_event(reply, finished, "".join(answer), "".join(reasoning))
         try:
-            await self._store_reply(reply.key, final)
+            await asyncio.shield(checkpoints)  # a checkpoint under way lands before the end
+            await self._store_reply(reply, final)
         finally:
             self._active.pop(reply.key, None)
             reply._events.put_nowait(final)
@@ -282,11 +299,36 @@ class ChatService:
         error = finished.error if finished and finished.error else "an internal error"
         return f"(Sorry, something went wrong: {error}.)"
 
-    async def _store_reply(self, key: ChatKey, final: ReplyFinished) -> None:
+    async def _checkpoint_until(
+        self, is_done: asyncio.Event, reply: Reply, answer: list[str], reasoning: list[str]
+    ) -> None:
+        """Save the text so far every checkpoint_seconds while the answer streams.
+
+        A timer, not a write per token: the store batches the writes of all answers, and the
+        token loop never waits on the disk. Failures are logged; the next checkpoint retries.
+        """
+        saved = (0, 0)
+        while not is_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(is_done.wait(), self._checkpoint_seconds)
+            sizes = (len(answer), len(reasoning))
+            if is_done.is_set() or sizes == saved or reply.reply_id is None:
+                continue  # done: finish_reply stores the whole text
+            try:
+                await self._store.checkpoint_reply(
+                    reply.reply_id, "".join(answer), "".join(reasoning)
+                )
+                saved = sizes
+            except Exception:
+                log.warning("reply %s: checkpoint failed", reply.key, exc_info=True)
+
+    async def _store_reply(self, reply: Reply, final: ReplyFinished) -> None:
         # Shielded: a cancelled front-end must not lose what the model already wrote.
+        if reply.reply_id is None:
+            return
         await asyncio.shield(
-            self._store.add_assistant_message(
-                key,
+            self._store.finish_reply(
+                reply.reply_id,
                 answer=final.answer,
                 reasoning=final.reasoning,
                 status=final.status,
@@ -355,3 +397,4 @@ class ChatService:
                     "That system prompt would take over a quarter of the model's context."
                 )
         await self._store.set_system_prompt(platform, chat_id, text)
+
