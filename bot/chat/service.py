@@ -397,4 +397,3 @@ class ChatService:
                     "That system prompt would take over a quarter of the model's context."
                 )
         await self._store.set_system_prompt(platform, chat_id, text)
-
