@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.chat.limits import MessageRate
 from bot.chat.prompt import PromptBuilder, PromptMessage
 from bot.chat.reasoning import ReasoningSplitter
 from bot.config import ChatSettings, GenerationSettings
@@ -113,6 +115,7 @@ class ChatService:
         chat: ChatSettings,
         generation: GenerationSettings,
         checkpoint_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._checkpoint_seconds = checkpoint_seconds
@@ -120,6 +123,7 @@ class ChatService:
         self._prompts = prompts
         self._chat = chat
         self._generation = generation
+        self._rate = MessageRate(chat.messages_per_minute, clock=clock)
         self._active: dict[ChatKey, Reply] = {}
         self._is_closing = False  # interrupt_all has begun: no new answers
 
@@ -144,6 +148,17 @@ class ChatService:
         if key in self._active:
             raise ChatError(
                 "I'm still answering your previous message. Wait for it to finish, or send /stop."
+            )
+        if not self._rate.allows((key.platform, key.user_id)):
+            raise ChatError(
+                f"You're sending messages faster than I can take them (the limit is "
+                f"{self._chat.messages_per_minute} a minute). Please wait a little."
+            )
+        num_tokens = self._prompts.count_tokens(text)
+        if num_tokens > self._chat.max_message_tokens:
+            raise ChatError(
+                f"Your message is too long ({num_tokens} tokens; the limit is "
+                f"{self._chat.max_message_tokens}). Please shorten it."
             )
         return text
 
@@ -190,6 +205,7 @@ class ChatService:
             del self._active[key]
             reply._is_settled.set()
             raise
+        self._rate.take((key.platform, key.user_id))  # accepted: it counts against the rate
         if reply._is_interrupted:
             stream.cancel()  # shutdown began while it was starting: it ends as interrupted
         splitter = ReasoningSplitter(starts_in_reasoning=prompt.opens_reasoning)

@@ -414,12 +414,16 @@ async def test_a_second_message_while_answering_is_refused(looping, tokenizer, t
         assert [m.content for m in await app.store.history(ALICE)][-2] == "Now?"
 
 
-@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 101])
+# The last one is short in characters but long in tokens (a token for each digit).
+@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 101, "7" * 90])
 async def test_empty_or_too_long_messages_are_refused_with_nothing_stored(
     scripted, tokenizer, tmp_path, text
 ):
     async with running(
-        scripted, tokenizer, tmp_path / "bot.db", chat={"max_message_chars": 100}
+        scripted,
+        tokenizer,
+        tmp_path / "bot.db",
+        chat={"max_message_chars": 100, "max_message_tokens": 40},
     ) as (app, engine):
         with pytest.raises(ChatError, match=r"empty|too long"):
             await app.service.start_reply(ALICE, text)
@@ -445,6 +449,23 @@ async def test_a_message_over_the_token_budget_is_refused_with_nothing_stored(
         assert await app.store.query_messages() == []
         assert engine.requests == []
         assert not app.service.is_answering(ALICE)
+
+
+async def test_messages_over_the_per_user_rate_are_refused_with_nothing_stored(
+    scripted, tokenizer, tmp_path
+):
+    async with running(
+        scripted, tokenizer, tmp_path / "bot.db", chat={"messages_per_minute": 2}
+    ) as (app, engine):
+        await ask(app, ALICE, "One")
+        await ask(app, ALICE, "Two")
+        with pytest.raises(ChatError, match="the limit is 2 a minute"):
+            await app.service.start_reply(ALICE, "Three")
+        assert (await ask(app, BOB, "Mine")).status is ReplyStatus.COMPLETE  # per user
+        stored = await app.store.query_messages()
+
+    assert [m.content for m in stored if m.role == "user"] == ["One", "Two", "Mine"]
+    assert len(engine.requests) == 3
 
 
 async def test_a_full_queue_refuses_with_nothing_stored(looping, tokenizer, tmp_path):
