@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from bot.chat.prompt import PromptBuilder
 from bot.chat.service import ChatService
 from bot.config import Settings
 from bot.metrics import Metrics
+from bot.store.records import InterruptedReply
 from bot.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ class App:
     service: ChatService
     tokenizer: Any
     metrics: Metrics
+    # Answers a killed bot left half-written, now stored as interrupted: front-ends may edit
+    # the messages that showed them (see InterruptedReply.location).
+    interrupted: list[InterruptedReply] = field(default_factory=list)
 
 
 EngineFactory = Callable[[Settings], tuple[Any, Any]]
@@ -77,6 +81,10 @@ async def open_app(
 async def _open_app(settings: Settings, engine_factory: EngineFactory) -> AsyncIterator[App]:
     # The store first: a bad database path fails in a second, not after a minute of loading.
     async with SqliteStore.open(settings.storage.path) as store:
+        # Before any turn: what a killed bot was writing joins the dialogue as interrupted.
+        interrupted = await store.recover_interrupted()
+        if interrupted:
+            log.warning("%d answer(s) were cut by a restart; kept as interrupted", len(interrupted))
         tokenizer, engine = await asyncio.to_thread(engine_factory, settings)
         async with engine:
             context = min(settings.model.max_context_tokens, engine.max_sequence_tokens)
@@ -97,6 +105,7 @@ async def _open_app(settings: Settings, engine_factory: EngineFactory) -> AsyncI
                 chat=settings.chat,
                 generation=settings.generation,
                 on_reply=metrics.observe_finished,
+                checkpoint_seconds=settings.storage.checkpoint_seconds,
             )
             log.info(
                 "ready: %s model %s, up to %d chats at once, %d-token context",
@@ -106,7 +115,7 @@ async def _open_app(settings: Settings, engine_factory: EngineFactory) -> AsyncI
                 context,
             )
             try:
-                yield App(settings, store, engine, service, tokenizer, metrics)
+                yield App(settings, store, engine, service, tokenizer, metrics, interrupted)
             finally:
                 # Every answer still being written is stored (as interrupted) before the
                 # engine and the store close.

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot import cli_data
 from bot.config import ConfigError, Settings, load_settings
@@ -263,6 +263,7 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     status = 0
+    is_shut_down = True
     async with open_app(settings) as app, serve_metrics(settings.metrics, app) as metrics_server:
         frontends = _frontends(settings, app)
         started = []
@@ -294,12 +295,31 @@ async def _run(settings: Settings) -> int:
         finally:
             for frontend in started:
                 await frontend.stop_receiving()
-            # Cut running answers short (stored as interrupted), then let each front-end
-            # land the text so far with a note before disconnecting.
-            await app.service.interrupt_all()
-            for frontend in reversed(started):
-                await frontend.close()
+            is_shut_down = await _shut_down(app, started, settings.chat.shutdown_grace_seconds)
+    if not is_shut_down:
+        # The store is closed (every answer stored); what is left are platform calls that
+        # hang, which asyncio.run would wait for on its way out. The grace period is over.
+        logging.shutdown()
+        os._exit(status)
     return status
+
+
+async def _shut_down(app: Any, frontends: list, grace_seconds: float) -> bool:
+    """Cut running answers short (stored as interrupted), then let each front-end land the
+    text so far with a note before disconnecting; within the grace period, so that a platform
+    that hangs cannot hold the exit (the checkpoints keep what was not landed)."""
+    try:
+        async with asyncio.timeout(grace_seconds):
+            await app.service.interrupt_all()
+            for frontend in reversed(frontends):
+                await frontend.close()
+        return True
+    except TimeoutError:
+        log.warning(
+            "stopping: not done after %g s ([chat] shutdown_grace_seconds); exiting anyway",
+            grace_seconds,
+        )
+        return False
 
 
 async def _until_stopped_or_broken(stop: asyncio.Event, engine: Engine) -> str | None:

@@ -151,6 +151,13 @@ class ChatSettings:
     max_attachment_bytes: int = field(default=65536, metadata=_check("positive"))
     # A 🔄 Regenerate button under each dialogue's latest answer (Telegram and Discord).
     regenerate_button: bool = True
+    # ... and longer in the model's tokens (some scripts take a token per character or more).
+    max_message_tokens: int = field(default=8000, metadata=_check("positive"))
+    # Each user may send this many messages a minute (in bursts up to it); more are refused.
+    messages_per_minute: int = field(default=20, metadata=_check("positive"))
+    # SIGTERM/SIGINT: how long the bot may take to land the answers in progress (text so far
+    # plus a note) before it exits anyway; what it did not land is kept by the checkpoints.
+    shutdown_grace_seconds: float = field(default=10.0, metadata=_check("positive"))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.chat.limits import MessageRate
 from bot.chat.prompt import PromptBuilder, PromptMessage
 from bot.chat.reasoning import ReasoningSplitter
 from bot.config import ChatSettings, GenerationSettings
@@ -55,6 +58,8 @@ class Reply:
         self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         self._task: asyncio.Task[ReplyFinished] | None = None
         self._stream: GenerationStream | None = None
+        # The row in the store that this answer streams into (checkpointed while it runs).
+        self.reply_id: int | None = None
         self._is_interrupted = False
         self._is_done = False
         self._is_settled = asyncio.Event()  # start_reply has finished: running, or refused
@@ -110,14 +115,18 @@ class ChatService:
         chat: ChatSettings,
         generation: GenerationSettings,
         on_reply: Callable[[str, ReplyFinished], None] | None = None,
+        checkpoint_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         # Told of every stored reply (platform, final event): the metrics count them there.
         self._on_reply = on_reply
+        self._checkpoint_seconds = checkpoint_seconds
         self._engine = engine
         self._prompts = prompts
         self._chat = chat
         self._generation = generation
+        self._rate = MessageRate(chat.messages_per_minute, clock=clock)
         self._active: dict[ChatKey, Reply] = {}
         self._is_closing = False  # interrupt_all has begun: no new answers
 
@@ -137,6 +146,17 @@ class ChatService:
             raise ChatError(
                 f"Your message is too long ({len(text)} characters; the limit is "
                 f"{self._chat.max_message_chars}). Please shorten it."
+            )
+        if not self._rate.allows((key.platform, key.user_id)):
+            raise ChatError(
+                f"You're sending messages faster than I can take them (the limit is "
+                f"{self._chat.messages_per_minute} a minute). Please wait a little."
+            )
+        num_tokens = self._prompts.count_tokens(text)
+        if num_tokens > self._chat.max_message_tokens:
+            raise ChatError(
+                f"Your message is too long ({num_tokens} tokens; the limit is "
+                f"{self._chat.max_message_tokens}). Please shorten it."
             )
         return text
 
@@ -198,6 +218,9 @@ class ChatService:
                     await self._store.supersede_last_answer(key)
                 else:
                     await self._store.add_user_message(key, text)
+                # A 'streaming' row from the start: a killed bot leaves it (with the last
+                # checkpoint's text) for recover_interrupted to turn into 'interrupted'.
+                reply.reply_id = await self._store.begin_reply(key)
             except BaseException:
                 stream.cancel()
                 raise
@@ -205,6 +228,7 @@ class ChatService:
             del self._active[key]
             reply._is_settled.set()
             raise
+        self._rate.take((key.platform, key.user_id))  # accepted: it counts against the rate
         if reply._is_interrupted:
             stream.cancel()  # shutdown began while it was starting: it ends as interrupted
         splitter = ReasoningSplitter(starts_in_reasoning=prompt.opens_reasoning)
@@ -247,6 +271,11 @@ class ChatService:
                 reply._events.put_nowait(event)
 
         finished: Finished | None = None
+        is_done = asyncio.Event()
+        checkpoints = asyncio.create_task(
+            self._checkpoint_until(is_done, reply, answer, reasoning),
+            name=f"checkpoints {reply.key}",
+        )
         try:
             async for event in stream:
                 if isinstance(event, Queued | Started):
@@ -260,10 +289,14 @@ class ChatService:
             reply._is_interrupted = True
         except Exception:
             log.exception("reply %s: engine stream failed", reply.key)
+        finally:
+            # Not cancelled: a checkpoint write under way finishes, then the loop ends.
+            is_done.set()
         publish(splitter.flush())
         final = self._final_event(reply, finished, "".join(answer), "".join(reasoning))
         try:
-            await self._store_reply(reply.key, final)
+            await asyncio.shield(checkpoints)  # a checkpoint under way lands before the end
+            await self._store_reply(reply, final)
         finally:
             self._active.pop(reply.key, None)
             reply._events.put_nowait(final)
@@ -306,11 +339,36 @@ class ChatService:
         error = finished.error if finished and finished.error else "an internal error"
         return f"(Sorry, something went wrong: {error}.)"
 
-    async def _store_reply(self, key: ChatKey, final: ReplyFinished) -> None:
+    async def _checkpoint_until(
+        self, is_done: asyncio.Event, reply: Reply, answer: list[str], reasoning: list[str]
+    ) -> None:
+        """Save the text so far every checkpoint_seconds while the answer streams.
+
+        A timer, not a write per token: the store batches the writes of all answers, and the
+        token loop never waits on the disk. Failures are logged; the next checkpoint retries.
+        """
+        saved = (0, 0)
+        while not is_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(is_done.wait(), self._checkpoint_seconds)
+            sizes = (len(answer), len(reasoning))
+            if is_done.is_set() or sizes == saved or reply.reply_id is None:
+                continue  # done: finish_reply stores the whole text
+            try:
+                await self._store.checkpoint_reply(
+                    reply.reply_id, "".join(answer), "".join(reasoning)
+                )
+                saved = sizes
+            except Exception:
+                log.warning("reply %s: checkpoint failed", reply.key, exc_info=True)
+
+    async def _store_reply(self, reply: Reply, final: ReplyFinished) -> None:
         # Shielded: a cancelled front-end must not lose what the model already wrote.
+        if reply.reply_id is None:
+            return
         await asyncio.shield(
-            self._store.add_assistant_message(
-                key,
+            self._store.finish_reply(
+                reply.reply_id,
                 answer=final.answer,
                 reasoning=final.reasoning,
                 status=final.status,

@@ -139,6 +139,7 @@ class Commands:
         if not self._access.is_admin(user.id):
             await self.say(message, ADMINS_ONLY_RESET)
             return
+        _audit(user, message, "/reset " + " ".join(args))
         if len(args) != 1:
             await self.say(message, RESET_USAGE)
             return
@@ -165,6 +166,8 @@ class Commands:
             return
         chat_id = str(message.chat.id)
         text = _argument_text(message)
+        action = "show" if not text else "clear" if text.lower() == "clear" else "set"
+        _audit(user, message, f"/system ({action})")
         if not text:
             current = await self._service.system_prompt(PLATFORM, chat_id)
             origin = "set for this chat" if current.is_custom else "the default"
@@ -183,6 +186,11 @@ class Commands:
             await self.say(message, str(error))
             return
         await self.say(message, "System prompt set for this chat. /reset to start afresh with it.")
+
+
+def _audit(user: User, message: Message, command: str) -> None:
+    """One line for every admin action (the admin check passed): who, what, where."""
+    log.info("audit: admin %d ran %s in chat %d", user.id, command.strip(), message.chat.id)
 
 
 def _argument_text(message: Message) -> str:

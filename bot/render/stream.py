@@ -339,8 +339,13 @@ class StreamRenderer:
         call.add_done_callback(functools.partial(self._record_landed, index, text, final))
         self._inflight = call
         try:
-            # Shielded: cancelling the flusher must not cut a platform call in half.
-            await asyncio.shield(call)
+            try:
+                # Shielded: cancelling the flusher must not cut a platform call in half.
+                await asyncio.shield(call)
+            finally:
+                # The interval runs from when the call ended: a library that waited out a 429
+                # (discord.py does) returns late, and the next call must not follow at once.
+                self._last_call[index] = self._clock.monotonic()
         except NotModified:
             pass
         except RetryAfter as exc:

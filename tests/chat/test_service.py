@@ -18,6 +18,7 @@ from bot.engine.base import GenerationRequest
 from bot.engine.local import LocalEngine
 from bot.engine.model import DecoderWeights
 from bot.engine.runner import CacheShape, ModelRunner
+from bot.store.sqlite import SqliteStore
 from bot.types import (
     AnswerDelta,
     ChatError,
@@ -80,7 +81,7 @@ def settings_for(db: Path, **sections: dict[str, Any]) -> Settings:
             **{"max_context_tokens": 2048, **sections.get("model", {})},
         ),
         generation=GenerationSettings(**{"max_new_tokens": 1024, **sections.get("generation", {})}),
-        storage=StorageSettings(path=str(db)),
+        storage=StorageSettings(path=str(db), **sections.get("storage", {})),
         chat=ChatSettings(**{"system_prompt": DEFAULT_SYSTEM, **sections.get("chat", {})}),
     )
 
@@ -208,13 +209,67 @@ async def test_the_question_is_stored_before_the_answer_is_written(looping, toke
         # start_reply has returned: the question is stored, before any of the answer arrives.
         assert listener.events == []
         assert [(m.role, m.content) for m in await app.store.query_messages()] == [
-            ("user", "Tell me a story.")
+            ("user", "Tell me a story."),
+            ("assistant", ""),  # its answer's row, empty until the first checkpoint
         ]
         await listener.until(AnswerDelta)
-        assert len(await app.store.query_messages()) == 1  # the reply is stored when it ends
+        # The reply has its row from the start, marked as still being written.
+        assert [(m.role, m.status) for m in await app.store.query_messages()] == [
+            ("user", "complete"),
+            ("assistant", "streaming"),
+        ]
         assert app.service.stop(ALICE)
         final = await listener.finish()
         await assert_stored_reply(app, engine, final)
+
+
+async def test_the_answer_so_far_is_checkpointed_while_it_streams(looping, tokenizer, tmp_path):
+    async with running(
+        looping, tokenizer, tmp_path / "bot.db", storage={"checkpoint_seconds": 0.05}
+    ) as (app, engine):
+        listener = await start(app, ALICE, "Tell me a story.")
+        async with asyncio.timeout(WAIT):
+            while True:  # a checkpoint with some of the answer in it
+                saved = (await app.store.query_messages())[-1]
+                if saved.status == "streaming" and saved.content.startswith("On and on"):
+                    break
+                await listener.until(AnswerDelta)
+        assert saved.reasoning == LOOP_REASONING
+        assert app.service.stop(ALICE)
+        final = await listener.finish()
+        stored = await assert_stored_reply(app, engine, final)
+
+    assert stored.id == saved.id  # the same row, finished: no second copy of the answer
+    assert final.status is ReplyStatus.STOPPED and final.answer.startswith(saved.content)
+
+
+async def test_an_answer_a_killed_bot_left_streaming_is_kept_as_interrupted(
+    scripted, tokenizer, tmp_path
+):
+    db = tmp_path / "bot.db"
+    async with SqliteStore.open(db) as store:  # what a bot killed mid-answer leaves behind
+        await store.add_user_message(ALICE, "Tell me a story.")
+        reply_id = await store.begin_reply(ALICE)
+        await store.checkpoint_reply(reply_id, "Once upon a", "A story, then.")
+
+    async with running(scripted, tokenizer, db) as (app, engine):
+        [recovered] = app.interrupted
+        assert (recovered.key, recovered.reply_id, recovered.answer) == (
+            ALICE,
+            reply_id,
+            "Once upon a",
+        )
+        await ask(app, ALICE, "Go on.")
+        stored = await app.store.query_messages()
+
+    assert [(m.role, m.content, m.status) for m in stored[:2]] == [
+        ("user", "Tell me a story.", "complete"),
+        ("assistant", "Once upon a", "interrupted"),
+    ]
+    # The dialogue continues from the text the user saw.
+    assert f"{USER}Tell me a story.<｜Assistant｜>Once upon a" in prompt_text(
+        tokenizer, engine.requests[0]
+    )
 
 
 async def test_stop_stores_what_the_user_saw_as_stopped(looping, tokenizer, tmp_path):
@@ -347,7 +402,8 @@ async def test_a_second_message_while_answering_is_refused(looping, tokenizer, t
             await app.service.start_reply(ALICE, "Are you there?")
         with pytest.raises(ChatError, match="still answering"):
             app.service.check_message(ALICE, "Are you there?")
-        assert [m.content for m in await app.store.query_messages()] == ["Go on."]
+        messages = await app.store.query_messages()
+        assert [m.content for m in messages if m.role == "user"] == ["Go on."]
         assert len(engine.requests) == 1
         app.service.stop(ALICE)
         await listener.finish()
@@ -358,12 +414,16 @@ async def test_a_second_message_while_answering_is_refused(looping, tokenizer, t
         assert [m.content for m in await app.store.history(ALICE)][-2] == "Now?"
 
 
-@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 101])
+# The last one is short in characters but long in tokens (a token for each digit).
+@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 101, "7" * 90])
 async def test_empty_or_too_long_messages_are_refused_with_nothing_stored(
     scripted, tokenizer, tmp_path, text
 ):
     async with running(
-        scripted, tokenizer, tmp_path / "bot.db", chat={"max_message_chars": 100}
+        scripted,
+        tokenizer,
+        tmp_path / "bot.db",
+        chat={"max_message_chars": 100, "max_message_tokens": 40},
     ) as (app, engine):
         with pytest.raises(ChatError, match=r"empty|too long"):
             await app.service.start_reply(ALICE, text)
@@ -391,6 +451,23 @@ async def test_a_message_over_the_token_budget_is_refused_with_nothing_stored(
         assert not app.service.is_answering(ALICE)
 
 
+async def test_messages_over_the_per_user_rate_are_refused_with_nothing_stored(
+    scripted, tokenizer, tmp_path
+):
+    async with running(
+        scripted, tokenizer, tmp_path / "bot.db", chat={"messages_per_minute": 2}
+    ) as (app, engine):
+        await ask(app, ALICE, "One")
+        await ask(app, ALICE, "Two")
+        with pytest.raises(ChatError, match="the limit is 2 a minute"):
+            await app.service.start_reply(ALICE, "Three")
+        assert (await ask(app, BOB, "Mine")).status is ReplyStatus.COMPLETE  # per user
+        stored = await app.store.query_messages()
+
+    assert [m.content for m in stored if m.role == "user"] == ["One", "Two", "Mine"]
+    assert len(engine.requests) == 3
+
+
 async def test_a_full_queue_refuses_with_nothing_stored(looping, tokenizer, tmp_path):
     async with running(looping, tokenizer, tmp_path / "bot.db", num_slots=1, max_queue=1) as (
         app,
@@ -403,7 +480,8 @@ async def test_a_full_queue_refuses_with_nothing_stored(looping, tokenizer, tmp_
         with pytest.raises(ChatError, match="busy"):
             await app.service.start_reply(CAROL, "And me?")
         assert not app.service.is_answering(CAROL)
-        assert [m.key.user_id for m in await app.store.query_messages()] == ["alice", "bob"]
+        messages = await app.store.query_messages()
+        assert [m.key.user_id for m in messages if m.role == "user"] == ["alice", "bob"]
         app.service.stop(ALICE)
         await bob.until(AnswerDelta)  # bob's turn came
         app.service.stop(BOB)

@@ -6,6 +6,10 @@ Each test starts the bot (torch, transformers, a model load): a few seconds per 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +252,49 @@ def test_a_colour_terminal_gets_the_answer_as_rendered_markdown(chatty_folder, t
     assert "**" not in shown
     [_, reply] = stored(db)
     assert reply.content == ANSWER  # stored as the model wrote it
+
+
+def history(config: Path) -> list[dict[str, Any]]:
+    """What `python -m bot history` prints, one dict a message."""
+    result = subprocess.run(
+        bot_command("history", "--config", str(config)),
+        cwd=REPO,
+        env=bot_env(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_kill_9_mid_answer_keeps_the_text_so_far_as_interrupted(endless_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(
+        tmp_path / "config.toml",
+        endless_folder,
+        db,
+        generation={"max_new_tokens": 100_000},
+        storage={"checkpoint_seconds": 0.2},
+    )
+    child, _ = start_console(config)
+    child.sendline("Tell me a long story.")
+    child.expect_exact(" and on and on")  # the answer is streaming
+    deadline = time.monotonic() + WAIT
+    while not (saved := stored(db)[-1]).content.startswith("On and on"):
+        assert time.monotonic() < deadline, "no checkpoint of the answer was written"
+        time.sleep(0.1)
+    assert saved.status == "streaming"
+    child.kill(signal.SIGKILL)
+    child.close()
+    assert child.signalstatus == signal.SIGKILL
+
+    child, greeting = start_console(config)  # the restart finds the cut answer
+    quit_with_ctrl_d(child)
+
+    question, reply = history(config)
+    assert question["content"] == "Tell me a long story."
+    assert (reply["role"], reply["status"]) == ("assistant", "interrupted")
+    assert reply["content"].startswith(saved.content) and LOOP_ANSWER.startswith(reply["content"])
+    assert reply["reasoning"] == LOOP_REASONING
+    assert f"bot> {reply['content']}" in greeting  # the dialogue goes on from it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ async def test_reset_own_dialogue(scripted: Scripted, tokenizer: Any, tmp_path: 
 
 
 async def test_only_admins_reset_other_dialogues(
-    scripted: Scripted, tokenizer: Any, tmp_path: Path
+    scripted: Scripted, tokenizer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.frontends.telegram_commands")
     async with running_bot(scripted.model, tokenizer, tmp_path) as bot:
         tg = bot.tg
         tg.add_chat(GROUP)
@@ -108,6 +110,11 @@ async def test_only_admins_reset_other_dialogues(
     ]
     assert len(alice_kept) == 2 and alice_reset == []
     assert len(bob_kept) == 2 and bob_reset == []
+    # Every admin action is audited; the refused attempt is not an admin action.
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("audit:")] == [
+        f"audit: admin {ADMIN} ran /reset {ALICE} in chat {GROUP}",
+        f"audit: admin {ADMIN} ran /reset all in chat {GROUP}",
+    ]
 
 
 async def test_system_prompt_is_for_admins(
