@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.chat.service import ChatService, Reply
 from bot.types import (
@@ -21,10 +21,14 @@ from bot.types import (
     Started,
 )
 
+if TYPE_CHECKING:
+    from bot.reload import Reloader
+
 HELP = """Commands:
   /reset           start a new dialogue (the old one stays in the history)
   /system          show the system prompt
   /system TEXT     set the system prompt;  /system clear  restores the default
+  /reload          re-read the config file (limits, system prompt, log level)
   /help            this help
   /exit            quit (or Ctrl-D)
 Ctrl-C stops the answer being written."""
@@ -51,7 +55,9 @@ class ConsoleUI:
         reasoning_mode: str,
         output: TextIO = sys.stdout,
         key: ChatKey = CONSOLE_KEY,
+        reloader: Reloader | None = None,
     ) -> None:
+        self._reloader = reloader
         self._service = service
         self._store = store
         self._mode = reasoning_mode
@@ -117,6 +123,8 @@ class ConsoleUI:
             await self._system(argument)
         elif command == "/stop":
             self._write("Nothing to stop.\n")
+        elif command == "/reload" and self._reloader is not None:
+            self._write((await self._reloader.reload()).summary() + "\n")
         else:
             self._write(f"Unknown command {command}. Try /help.\n")
         return True

@@ -10,13 +10,14 @@ import discord
 from discord import app_commands
 
 from bot.chat.service import ChatService
-from bot.config import ChatSettings, DiscordSettings
+from bot.config import ChatSettings, DiscordSettings, Settings
 from bot.frontends.discord_access import AccessPolicy
 from bot.frontends.discord_commands import DiscordHandlers
 from bot.frontends.discord_connect import connector_for, is_default_api_base
 from bot.frontends.discord_controls import StopButton
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
+from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class DiscordFrontend:
         final_timeout: float = 120.0,
         ready_timeout: float = 60.0,
         guild_ready_timeout: float = 2.0,
+        live: LiveSettings | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self._settings = settings
         self._ready_timeout = ready_timeout
@@ -106,10 +109,18 @@ class DiscordFrontend:
             channel_period=channel_period,
             final_timeout=final_timeout,
         )
-        access = AccessPolicy(allowed_users=settings.allowed_users, admins=settings.admins)
+        # Allowlists and admins are read from `live` on every call: a reload applies at once.
+        live = live or LiveSettings(Settings(discord=settings, chat=chat))
+        access = AccessPolicy(lambda: live.settings.discord)
         self._handlers = DiscordHandlers(
-            service, self.replies, access, token_ttl=token_ttl, token_margin=token_margin
+            service,
+            self.replies,
+            access,
+            token_ttl=token_ttl,
+            token_margin=token_margin,
+            reloader=reloader,
         )
+        live.subscribe(lambda s: self.replies.set_edit_interval(s.discord.edit_interval))
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
 
