@@ -23,6 +23,7 @@ from bot.config import (
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.telegram_ui import TelegramFrontend
+from bot.reload import LiveSettings, Reloader
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call
 
@@ -41,12 +42,15 @@ class Throttle:
         self.delay = 0.0
         self.num_steps = 0
         self._lock = threading.Lock()
+        self.gate = threading.Event()  # cleared: the model waits (at most 60 s) before each step
+        self.gate.set()
 
     def __call__(self, module: Any, args: Any) -> None:
         with self._lock:
             self.num_steps += 1
         if self.delay:
             time.sleep(self.delay)
+        self.gate.wait(timeout=60.0)
 
     def attach(self, model: Any) -> Any:
         return model.lm_head.register_forward_pre_hook(self)
@@ -60,6 +64,7 @@ class Bot:
     app: App
     frontend: TelegramFrontend
     settings: Settings
+    reloader: Reloader | None = None
     closed: bool = field(default=False)
 
     async def close(self) -> None:
@@ -134,23 +139,47 @@ async def running_bot(
     chat: dict[str, Any] | None = None,
     generation: dict[str, Any] | None = None,
     frontend_options: dict[str, Any] | None = None,
+    config_file: Path | None = None,
 ) -> AsyncIterator[Bot]:
-    """Everything wired as `python -m bot run` wires it, with the model and server swapped."""
+    """Everything wired as `python -m bot run` wires it, with the model and server swapped.
+
+    `config_file`: the settings are written there, and /reload (bot.reloader) re-reads it.
+    """
     async with FakeTelegram() as tg:
         settings = make_settings(
             tg, tmp_path / "bot.db", telegram=telegram, chat=chat, generation=generation
         )
         async with open_app(settings, engine_factory=engine_factory(model, tokenizer)) as app:
             options = {"poll_timeout": 1.0, "tick_interval": 1.0, **(frontend_options or {})}
+            reloader = None
+            if config_file is not None:
+                write_settings(config_file, settings)
+                live = LiveSettings(settings)
+                live.subscribe(
+                    lambda s: app.service.apply_settings(chat=s.chat, generation=s.generation)
+                )
+                reloader = Reloader(live, config_file, {})
+                options.update(live=live, reloader=reloader)
             frontend = TelegramFrontend(
                 settings.telegram, app.service, chat=settings.chat, **options
             )
             await frontend.start()
-            bot = Bot(tg, app, frontend, settings)
+            bot = Bot(tg, app, frontend, settings, reloader)
             try:
                 yield bot
             finally:
                 await bot.close()
+
+
+def write_settings(path: Path, settings: Settings, **changes: dict[str, Any]) -> Path:
+    """`settings` as a TOML config file; `changes` override keys per section."""
+    from tests.support.configs import write_config
+
+    sections = {
+        name: {**vars(getattr(settings, name)), **changes.get(name, {})}
+        for name in ("model", "generation", "storage", "chat", "telegram")
+    }
+    return write_config(path, sections)
 
 
 def with_telegram(settings: Settings, **changes: Any) -> Settings:
