@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.frontends.telegram_commands import ADMINS_ONLY_RELOAD, NOT_ALLOWED
+from tests.fakes.telegram_api import FakeTelegram
 from tests.frontends.telegram_harness import (
     ADMIN,
     ANSWER,
@@ -19,6 +22,8 @@ from tests.frontends.telegram_harness import (
     running_bot,
     write_settings,
 )
+from tests.support.configs import REPO, bot_command, bot_env, tiny_model_config
+from tests.support.models import build_scripted_model, save_model_folder
 
 GROUP = -1001234567890
 OTHER_GROUP = -1009876543210
@@ -137,3 +142,73 @@ async def test_a_bad_config_on_reload_keeps_the_old_settings(
     assert reply.startswith("Config not reloaded (the old settings stay): ")
     assert "telegram.allowed_users[0] must be an integer" in reply
     assert to_bob == [NOT_ALLOWED]
+
+
+@pytest.mark.slow
+async def test_sighup_reloads_a_running_bot_and_an_open_bot_is_warned_about(
+    tokenizer: Any, tmp_path: Path
+) -> None:
+    """`python -m bot run` as a subprocess, against the fake Bot API in this process."""
+    folder = save_model_folder(
+        build_scripted_model(tokenizer, f"Let me think</think>\n\n{ANSWER}"),
+        tokenizer,
+        tmp_path / "m",
+    )
+    async with FakeTelegram() as tg:
+        telegram = {"enabled": True, "token": tg.token, "base_url": tg.base_url, "admins": [ADMIN]}
+        config = tmp_path / "config.toml"
+        tiny_model_config(config, folder, tmp_path / "bot.db", telegram=telegram)
+        child = await asyncio.create_subprocess_exec(
+            *bot_command("run", "--config", str(config)),
+            cwd=REPO,
+            env=bot_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        log: list[str] = []
+
+        async def read_log() -> None:
+            assert child.stderr is not None
+            async for line in child.stderr:
+                log.append(line.decode(errors="replace").rstrip())
+
+        reader = asyncio.create_task(read_log())
+
+        async def logged(text: str) -> str:
+            async with asyncio.timeout(120):  # a start loads torch and the model
+                while not any(text in line for line in log):
+                    if reader.done():
+                        raise AssertionError("the bot exited:\n" + "\n".join(log))
+                    await asyncio.sleep(0.05)
+            return next(line for line in log if text in line)
+
+        try:
+            warning = await logged("no allowlist is set")
+            await logged("serving on telegram")
+            tg.push_text(BOB, "hello")
+            await tg.wait_for(lambda: final_texts(tg, BOB), timeout=120)
+
+            tiny_model_config(
+                config,
+                folder,
+                tmp_path / "bot.db",
+                telegram={**telegram, "allowed_users": [ALICE]},
+                model={"max_context_tokens": 2048},
+            )
+            child.send_signal(signal.SIGHUP)
+            reloaded = await logged("Config reloaded")
+            tg.push_text(BOB, "hello again")
+            await tg.wait_for(lambda: len(final_texts(tg, BOB)) == 2, timeout=60)
+        finally:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(60):
+                await child.wait()
+                await reader
+    assert "WARNING" in warning and "telegram: the bot answers everyone" in warning
+    assert reloaded.endswith(
+        "Config reloaded: telegram.allowed_users; needs a restart: model.max_context_tokens"
+    )
+    assert final_texts(tg, BOB) == [f"Let me think\n{ANSWER_SHOWN}", NOT_ALLOWED]
+    assert child.returncode == 0, "\n".join(log)
