@@ -30,8 +30,10 @@ HELP = """**Commands**
 `/reset user:` start a new dialogue for someone else here (admins)
 `/system` show this channel's system prompt
 `/system text:` set it; `/system text:clear` restores the default (admins; anyone in a DM)
+`/reload` re-read the bot's config (configured admins)
 `/help` this help
 Each person has their own dialogue in each channel."""
+RELOAD_ADMINS_ONLY = "Only the bot's configured admins can reload its config."
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
 FAILED = "Sorry, something went wrong. Please try again."
@@ -191,7 +193,7 @@ class DiscordHandlers:
         caller = _caller_of(interaction)
         if caller.user_id not in self._access.configured_admins():
             # Manage Server makes an admin of one server, not of the bot's whole config.
-            await _tell(interaction, "Only the bot's configured admins can reload its config.")
+            await _tell(interaction, RELOAD_ADMINS_ONLY)
             return
         reloader = self._reloader
         if reloader is None:

@@ -37,6 +37,7 @@ HELP = (
     "/stop stops the answer being written (or press ⏹ Stop)\n"
     "/reset starts a new conversation (I forget the earlier messages)\n"
     "/system shows or sets this chat's system prompt (admins)\n"
+    "/reload re-reads the bot's config (admins)\n"
     "/help shows this message"
 )
 START = "Hi! " + HELP
@@ -101,12 +102,17 @@ class Commands:
         await self._notices.send(target_of(message), text, is_group=is_group_chat(message))
 
     async def start(self, message: Message, user: User, args: Sequence[str]) -> None:
-        allowed = self._access.is_allowed(user.id, message.chat.id)
-        await self.say(message, START if allowed else NOT_ALLOWED)
+        await self._greet(message, user, START)
 
     async def help(self, message: Message, user: User, args: Sequence[str]) -> None:
-        allowed = self._access.is_allowed(user.id, message.chat.id)
-        await self.say(message, HELP if allowed else NOT_ALLOWED)
+        await self._greet(message, user, HELP)
+
+    async def _greet(self, message: Message, user: User, text: str) -> None:
+        """`text`, or the refusal: one line in a private chat, nothing in a group."""
+        if self._access.is_allowed(user.id, message.chat.id):
+            await self.say(message, text)
+        elif not is_group_chat(message):
+            await self.say(message, NOT_ALLOWED)
 
     async def ask(self, message: Message, user: User, args: Sequence[str]) -> None:
         text = _argument_text(message)

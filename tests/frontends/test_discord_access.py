@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED
+from bot.frontends.discord_commands import RELOAD_ADMINS_ONLY
 from tests.fakes.discord_state import CALLBACK_MESSAGE, InteractionRecord
 from tests.frontends.discord_harness import CALLBACK, is_done, running_bot, throttled
 from tests.support.models import build_scripted_model
@@ -45,6 +46,9 @@ async def test_admin_commands_are_refused_privately_to_members(model, tokenizer,
         assert done.original.is_ephemeral
         assert done.original.content == "System prompt for this channel set."
         assert (await bot.app.service.system_prompt("discord", channel_id)).text == "Be terse."
+        # ... but not of the bot's config, which may cover other servers.
+        denied = await dc.slash(bot.mona, "reload", guild=guild)
+        assert await refusal(dc, denied) == RELOAD_ADMINS_ONLY
 
         # A configured admin: may reset someone else's dialogue; mentions never ping.
         done = await dc.slash(bot.root, "reset", option_values={"user": bot.alice}, guild=guild)

@@ -57,6 +57,7 @@ async def test_allowed_chats_answer_there_and_nowhere_else(
         # Outside the allowlist, a group gets nothing at all: no answer, no refusal, no notice.
         tg.push_text(OTHER_GROUP, "hello?", mention=True, user_id=BOB)
         tg.push_command(OTHER_GROUP, "ask", "anyone?", user_id=BOB)
+        tg.push_command(OTHER_GROUP, "help", user_id=BOB, with_username=True)
         tg.push_text(GROUP, "what do you think?", mention=True, user_id=BOB)
         tg.push_text(BOB, "hello")  # a private chat: one clear line
         tg.push_text(ALICE, "hello")
