@@ -221,6 +221,10 @@ async def _run(settings: Settings, config: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A SIGHUP while the model loads (minutes) must not kill the bot: it is answered once
+    # loading is done, since the file may have changed after it was read.
+    early_hups: list[None] = []
+    loop.add_signal_handler(signal.SIGHUP, early_hups.append, None)
     status = 0
     async with open_app(settings) as app:
         live, reloader = _live_settings(settings, config, app)
@@ -233,6 +237,8 @@ async def _run(settings: Settings, config: Path | None = None) -> int:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        if early_hups:
+            on_sighup()
         frontends = _frontends(settings, app, live, reloader)
         started = []
         try:
