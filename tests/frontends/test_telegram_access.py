@@ -17,6 +17,7 @@ from tests.frontends.telegram_harness import (
     ANSWER_SHOWN,
     Bot,
     Scripted,
+    assert_paced,
     build_scripted,
     final_texts,
     running_bot,
@@ -95,7 +96,7 @@ async def test_reload_changes_the_allowlist_while_an_answer_runs(
             write_settings(
                 config,
                 bot.settings,
-                telegram={"allowed_users": [ALICE]},
+                telegram={"allowed_users": [ALICE], "edit_interval": 0.6},
                 chat={"max_message_chars": 10},
                 model={"path": "another/model"},
             )
@@ -108,17 +109,25 @@ async def test_reload_changes_the_allowlist_while_an_answer_runs(
         tg.push_text(BOB, "second question")
         tg.push_text(ALICE, "a long question, past the new limit")
         to_bob = await _texts(bot, BOB, 3)
-        to_alice = await _texts(bot, ALICE, 1)
+        [too_long] = await _texts(bot, ALICE, 1)
+        # The new edit interval paces the answers started from now on.
+        scripted.throttle.delay = 0.05  # an answer of a few seconds: several edits
+        before = len(bot.paced_calls(ALICE))
+        tg.push_text(ALICE, "short one")
+        await _texts(bot, ALICE, 2)
         await bot.wait_idle()
+        alice_calls = bot.paced_calls(ALICE)[before:]
         stored_bob = await bot.stored(BOB, BOB)
     assert refused == ADMINS_ONLY_RELOAD
     assert reloaded == (
-        "Config reloaded: chat.max_message_chars, telegram.allowed_users\n"
+        "Config reloaded: chat.max_message_chars, telegram.allowed_users, "
+        "telegram.edit_interval\n"
         "needs a restart: model.path"
     )
     # (In a private chat the answer may land as a message only when done: order aside.)
     assert sorted(to_bob) == sorted([ADMINS_ONLY_RELOAD, _full(scripted), NOT_ALLOWED])
-    assert to_alice[0].startswith("Your message is too long")
+    assert too_long.startswith("Your message is too long")
+    assert_paced(alice_calls, interval=0.6)
     # The running answer completed and was stored; the refused message was not.
     assert [(m.role, m.content) for m in stored_bob] == [
         ("user", "first question"),
