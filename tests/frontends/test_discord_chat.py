@@ -44,7 +44,14 @@ async def test_slash_chat_streams_and_ends_with_the_exact_answer(
 ) -> None:
     async with running_bot(model, tokenizer, tmp_path, chat={"reasoning": mode}) as bot:
         dc = bot.dc
-        assert sorted(c["name"] for c in dc.commands) == ["chat", "help", "reset", "stop", "system"]
+        assert sorted(c["name"] for c in dc.commands) == [
+            "chat",
+            "help",
+            "reload",
+            "reset",
+            "stop",
+            "system",
+        ]
         rec = await dc.slash(bot.alice, "chat", prompt="hi", guild=bot.guild)
         await dc.wait_for(lambda: is_done(rec.original))
         await bot.wait_idle()
@@ -75,7 +82,7 @@ async def test_commands_sync_to_configured_guilds(model, tokenizer, tmp_path) ->
         dc = bot.dc
         assert dc.commands == []
         names = sorted(c["name"] for c in dc.guild_commands[bot.guild.id])
-        assert names == ["chat", "help", "reset", "stop", "system"]
+        assert names == ["chat", "help", "reload", "reset", "stop", "system"]
         rec = await dc.slash(bot.alice, "chat", prompt="hi", guild=bot.guild)
         assert rec.payload["data"]["guild_id"] == str(bot.guild.id)
         await dc.wait_for(lambda: is_done(rec.original))
