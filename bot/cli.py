@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot import cli_data
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
+from bot.reload import LiveSettings, Reloader
 
 if TYPE_CHECKING:
     from bot.engine.base import Engine
@@ -28,6 +29,9 @@ NO_FRONTEND = (
     "No front-end to start: set [telegram] or [discord] enabled = true with a token in the config "
     "(or TELEGRAM_BOT_TOKEN / DISCORD_BOT_TOKEN in the environment), "
     "or chat in the terminal with `python -m bot console`."
+)
+OPEN_TO_EVERYONE = (
+    "%s: the bot answers everyone who finds it: no allowlist is set (set %s to restrict it)"
 )
 
 
@@ -54,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backup":
             return asyncio.run(cli_data.backup(settings, args))
         if console:
-            return asyncio.run(_console(settings))
-        return asyncio.run(_run(settings))
+            return asyncio.run(_console(settings, args.config))
+        return asyncio.run(_run(settings, args.config))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every expected failure is one sentence, not a traceback
@@ -213,39 +217,67 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _console(settings: Settings) -> int:
+async def _console(settings: Settings, config: Path | None = None) -> int:
     from bot.app import open_app
     from bot.frontends.console_ui import ConsoleUI
 
     # On stdout with the rest of the conversation: stderr carries only what went wrong.
     print(f"Loading {settings.model.path} …", flush=True)
     async with open_app(settings) as app:
-        await ConsoleUI(
-            app.service, app.store, reasoning_mode=settings.chat.reasoning, metrics=app.metrics
-        ).run()
+        _, reloader = _live_settings(settings, config, app, set_log_level=False)
+        ui = ConsoleUI(
+            app.service,
+            app.store,
+            reasoning_mode=settings.chat.reasoning,
+            metrics=app.metrics,
+            reloader=reloader,
+        )
+        await ui.run()
     return 0
 
 
-def _frontends(settings: Settings, app: object) -> list:
+def _live_settings(
+    settings: Settings, config: Path | None, app: object, *, set_log_level: bool = True
+) -> tuple[LiveSettings, Reloader]:
+    """The settings a reload (SIGHUP, /reload) swaps, wired to the parts that copy them."""
+    live = LiveSettings(settings)
+    live.subscribe(lambda s: app.service.apply_settings(chat=s.chat, generation=s.generation))
+    if set_log_level:  # the console keeps its log quiet whatever the file says
+        live.subscribe(lambda s: logging.getLogger().setLevel(s.logging.level))
+    return live, Reloader(live, config, os.environ)
+
+
+def _frontends(settings: Settings, app: object, live: LiveSettings, reloader: Reloader) -> list:
+    from bot.frontends.discord_access import is_open_to_everyone as discord_is_open
+    from bot.frontends.telegram_access import is_open_to_everyone as telegram_is_open
+
     frontends = []
+    shared = {
+        "chat": settings.chat,
+        "live": live,
+        "reloader": reloader,
+        "metrics": app.metrics,
+    }
     if settings.telegram.enabled:
         from bot.frontends.telegram_ui import TelegramFrontend
 
-        frontends.append(
-            TelegramFrontend(
-                settings.telegram, app.service, chat=settings.chat, metrics=app.metrics
-            )
-        )
+        frontends.append(TelegramFrontend(settings.telegram, app.service, **shared))
+        if telegram_is_open(settings.telegram):
+            log.warning(OPEN_TO_EVERYONE, "telegram", "allowed_users or allowed_chats")
     if settings.discord.enabled:
         from bot.frontends.discord_ui import DiscordFrontend
 
-        frontends.append(
-            DiscordFrontend(settings.discord, app.service, chat=settings.chat, metrics=app.metrics)
-        )
+        frontends.append(DiscordFrontend(settings.discord, app.service, **shared))
+        if discord_is_open(settings.discord):
+            log.warning(
+                OPEN_TO_EVERYONE,
+                "discord",
+                "allowed_users, allowed_guilds, allowed_channels or allowed_roles",
+            )
     return frontends
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, config: Path | None = None) -> int:
     if not (settings.telegram.enabled or settings.discord.enabled):
         print(NO_FRONTEND, file=sys.stderr)
         return 2
@@ -262,10 +294,26 @@ async def _run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A SIGHUP while the model loads (minutes) must not kill the bot: it is answered once
+    # loading is done, since the file may have changed after it was read.
+    early_hups: list[None] = []
+    loop.add_signal_handler(signal.SIGHUP, early_hups.append, None)
     status = 0
     is_shut_down = True
     async with open_app(settings) as app, serve_metrics(settings.metrics, app) as metrics_server:
-        frontends = _frontends(settings, app)
+        live, reloader = _live_settings(settings, config, app)
+        # SIGHUP re-reads the config (allowlists, limits, ...) without reloading the model.
+        reloads: set[asyncio.Task[object]] = set()  # held until done (tasks are weakly kept)
+
+        def on_sighup() -> None:
+            task = asyncio.create_task(reloader.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        if early_hups:
+            on_sighup()
+        frontends = _frontends(settings, app, live, reloader)
         started = []
         try:
             for frontend in frontends:

@@ -169,6 +169,8 @@ class TelegramSettings:
     proxy: str = field(default="", repr=False, metadata=_check("proxy"))
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()  # empty = everyone
+    # Chats (groups; a private chat's id is its user's id) the bot answers in; empty = all.
+    allowed_chats: tuple[int, ...] = ()
     edit_interval: float = field(default=1.0, metadata=_check("positive"))
     group_edits_per_minute: int = field(default=20, metadata=_check("positive"))
     mode: Literal["polling", "webhook"] = "polling"
@@ -187,6 +189,10 @@ class DiscordSettings:
     proxy: str = field(default="", repr=False, metadata=_check("http_proxy"))
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()  # empty = everyone
+    # Where and to whom the bot answers; each empty list = no restriction of that kind.
+    allowed_guilds: tuple[int, ...] = ()
+    allowed_channels: tuple[int, ...] = ()  # a thread counts as its parent channel too
+    allowed_roles: tuple[int, ...] = ()  # the member has at least one of these roles
     edit_interval: float = field(default=1.0, metadata=_check("positive"))
     guild_ids: tuple[int, ...] = ()  # sync slash commands to these guilds (instant); else globally
 

@@ -420,6 +420,11 @@ class ChatService:
         self.stop(key)
         await self._store.reset(key)
 
+    def apply_settings(self, *, chat: ChatSettings, generation: GenerationSettings) -> None:
+        """New limits and defaults from a config reload; answers already running keep theirs."""
+        self._chat = chat
+        self._generation = generation
+
     async def reset_chat(self, platform: str, chat_id: str) -> int:
         """Start new dialogues for everyone in a chat; returns how many were reset."""
         for key in [k for k in self._active if k.platform == platform and k.chat_id == chat_id]:

@@ -18,7 +18,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.chat.service import ChatService, Reply
 from bot.metrics import NO_STATS, Metrics, format_stats
@@ -35,11 +35,15 @@ from bot.types import (
 CTRL_D = b"\x04"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
+if TYPE_CHECKING:
+    from bot.reload import Reloader
+
 HELP = """Commands:
   /reset           start a new dialogue (the old one stays in the history)
   /system          show the system prompt
   /system TEXT     set the system prompt;  /system clear  restores the default
   /stats           replies, tokens and timings so far
+  /reload          re-read the config file (limits, system prompt, log level)
   /help            this help
   /exit            quit (or Ctrl-D)
 Ctrl-C stops the answer being written; Ctrl-D stops it and quits."""
@@ -194,7 +198,9 @@ class ConsoleUI:
         output: TextIO = sys.stdout,
         key: ChatKey = CONSOLE_KEY,
         metrics: Metrics | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
+        self._reloader = reloader
         self._service = service
         self._metrics = metrics
         self._store = store
@@ -268,6 +274,8 @@ class ConsoleUI:
         elif command == "/stats":  # whoever holds the terminal runs the bot: an admin
             stats = NO_STATS if self._metrics is None else format_stats(self._metrics.snapshot())
             self._write(stats + "\n")
+        elif command == "/reload" and self._reloader is not None:
+            self._write((await self._reloader.reload()).summary() + "\n")
         else:
             self._write(f"Unknown command {command}. Try /help.\n")
         return True

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from bot.config import DiscordSettings
 
 NOT_ALLOWED = "Sorry, you are not on this bot's list of allowed users."
 ADMINS_ONLY = "Only admins (or members with Manage Server) can do that here."
@@ -16,23 +18,59 @@ class Caller:
     user_id: int
     is_dm: bool  # a direct message: the dialogue and its settings are this user's alone
     manages_server: bool  # has Manage Server in the guild the request came from
+    guild_id: int | None = None
+    channel_ids: frozenset[int] = frozenset()  # the channel, and a thread's parent channel
+    role_ids: frozenset[int] = frozenset()  # the member's roles in that guild
 
 
 class AccessPolicy:
-    """`allowed_users` (empty = everyone) and `admins` from the config; admins may do anything."""
+    """The [discord] allowlists and `admins`, read on every call (a config reload applies at once).
 
-    def __init__(self, *, allowed_users: Iterable[int], admins: Iterable[int]) -> None:
-        self._allowed = frozenset(allowed_users)
-        self._admins = frozenset(admins)
+    Each non-empty list (users, guilds, channels, roles) must let the caller through; an empty
+    one restricts nothing. Configured admins may do anything anywhere. A member with Manage
+    Server is an admin in their own server, but only where the operator's guild and channel
+    lists let the bot answer. A DM is in no guild and has no roles: with `allowed_guilds` or
+    `allowed_roles` set, only configured admins are answered in DMs.
+    """
+
+    def __init__(self, settings: Callable[[], DiscordSettings]) -> None:
+        self._settings = settings
 
     def is_admin(self, caller: Caller) -> bool:
         """A configured admin, or a member with Manage Server (in their own server only)."""
-        return caller.user_id in self._admins or (not caller.is_dm and caller.manages_server)
+        return self._is_configured_admin(caller) or (not caller.is_dm and caller.manages_server)
 
     def may_chat(self, caller: Caller) -> bool:
-        return not self._allowed or caller.user_id in self._allowed or self.is_admin(caller)
+        if self._is_configured_admin(caller):
+            return True
+        s = self._settings()
+        in_place = (not s.allowed_guilds or caller.guild_id in s.allowed_guilds) and (
+            not s.allowed_channels or bool(caller.channel_ids & set(s.allowed_channels))
+        )
+        if not in_place:
+            return False
+        if not caller.is_dm and caller.manages_server:
+            return True
+        return (not s.allowed_users or caller.user_id in s.allowed_users) and (
+            not s.allowed_roles or bool(caller.role_ids & set(s.allowed_roles))
+        )
 
     def may_configure_chat(self, caller: Caller) -> bool:
         """Change what a whole chat shares (its system prompt, others' dialogues)."""
         # A DM is a chat of one: its user configures it, as long as they may chat at all.
         return self.is_admin(caller) or (caller.is_dm and self.may_chat(caller))
+
+    def configured_admins(self) -> tuple[int, ...]:
+        return self._settings().admins
+
+    def _is_configured_admin(self, caller: Caller) -> bool:
+        return caller.user_id in self._settings().admins
+
+
+def is_open_to_everyone(settings: DiscordSettings) -> bool:
+    return not (
+        settings.allowed_users
+        or settings.allowed_guilds
+        or settings.allowed_channels
+        or settings.allowed_roles
+    )

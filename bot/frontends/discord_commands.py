@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -17,6 +18,9 @@ from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
 from bot.frontends.discord_turns import TurnReader
 from bot.types import ChatError, ChatKey, ReplyStatus
+
+if TYPE_CHECKING:
+    from bot.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +35,12 @@ HELP = """**Commands**
 `/system` show this channel's system prompt
 `/system text:` set it; `/system text:clear` restores the default (admins; anyone in a DM)
 `/id` your user id and this channel's (and server's) id, for the bot's allowlist
+`/reload` re-read the bot's config (configured admins)
 `/help` this help
 Reply to a message to ask about it; attach a text file (.txt, .md, .csv, code) to have me read it.
 🔄 under my latest answer writes another; ➡ Continue goes on with one cut short.
 Each person has their own dialogue in each channel."""
+RELOAD_ADMINS_ONLY = "Only the bot's configured admins can reload its config."
 ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
 FAILED = "Sorry, something went wrong. Please try again."
@@ -55,7 +61,9 @@ class DiscordHandlers:
         token_ttl: float,
         token_margin: float,
         regenerate_button: bool = False,
+        reloader: Reloader | None = None,
     ) -> None:
+        self._reloader = reloader
         self._service = service
         self._replies = replies
         self._access = access
@@ -103,6 +111,10 @@ class DiscordHandlers:
         @tree.command(name="id", description="Show your user id and this channel's id")
         async def id_(interaction: discord.Interaction) -> None:
             await _tell(interaction, ids_text(interaction))
+
+        @tree.command(name="reload", description="Re-read the bot's config file (admins)")
+        async def reload(interaction: discord.Interaction) -> None:
+            await self.reload(interaction)
 
         @tree.command(name="help", description="What this bot can do")
         async def help_(interaction: discord.Interaction) -> None:
@@ -201,6 +213,23 @@ class DiscordHandlers:
         else:
             await _tell(interaction, "Nothing of yours is being written in this channel.")
 
+    async def reload(self, interaction: discord.Interaction) -> None:
+        """Configured admins re-read the config: allowlists, limits, ... apply at once."""
+        caller = _caller_of(interaction)
+        if caller.user_id not in self._access.configured_admins():
+            # Manage Server makes an admin of one server, not of the bot's whole config.
+            await _tell(interaction, RELOAD_ADMINS_ONLY)
+            return
+        reloader = self._reloader
+        if reloader is None:
+            await _tell(interaction, "This bot was not started from a config file.")
+            return
+
+        async def work() -> str:
+            return (await reloader.reload()).summary()
+
+        await _answer_privately(interaction, work)
+
     async def on_stop_pressed(self, interaction: discord.Interaction, owner_id: int) -> None:
         """The Stop button: its owner (or an admin) stops that answer."""
         caller = _caller_of(interaction)
@@ -262,9 +291,17 @@ class DiscordHandlers:
         if not self._is_accepting:
             await _reply(message, RESTARTING)
             return
-        caller = Caller(message.author.id, is_dm=is_dm, manages_server=_manages_server(message))
+        caller = Caller(
+            message.author.id,
+            is_dm=is_dm,
+            manages_server=_manages_server(message),
+            guild_id=message.guild.id if message.guild is not None else None,
+            channel_ids=_channel_ids(message.channel),
+            role_ids=_role_ids(message.author),
+        )
         if not self._access.may_chat(caller):
-            await _reply(message, NOT_ALLOWED)
+            if is_dm:  # in a guild channel a refusal would only add noise for everyone
+                await _reply(message, NOT_ALLOWED)
             return
         text = re.sub(rf"<@!?{self._bot_user_id}>", " ", message.content)
         key = _key(message.channel.id, caller.user_id)
@@ -333,7 +370,26 @@ def _caller_of(interaction: discord.Interaction) -> Caller:
         interaction.user.id,
         is_dm=is_dm,
         manages_server=not is_dm and interaction.permissions.manage_guild,
+        guild_id=interaction.guild_id,
+        channel_ids=_channel_ids(interaction.channel, interaction.channel_id),
+        role_ids=_role_ids(interaction.user),
     )
+
+
+def _channel_ids(channel: object, channel_id: int | None = None) -> frozenset[int]:
+    """The channel's id and, for a thread, its parent's (allowed channels cover their threads)."""
+    ids = {channel_id} if channel_id is not None else set()
+    for attribute in ("id", "parent_id"):
+        value = getattr(channel, attribute, None)
+        if isinstance(value, int):
+            ids.add(value)
+    return frozenset(ids)
+
+
+def _role_ids(user: object) -> frozenset[int]:
+    if isinstance(user, discord.Member):
+        return frozenset(role.id for role in user.roles)
+    return frozenset()
 
 
 def _manages_server(message: discord.Message) -> bool:

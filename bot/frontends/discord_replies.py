@@ -48,6 +48,10 @@ class ReplyStreams:
         self._pacers: dict[int, ChatPacer] = {}
         self._running: dict[asyncio.Task[None], tuple[Reply, int]] = {}  # -> reply, channel
 
+    def set_edit_interval(self, seconds: float) -> None:
+        """A reloaded edit interval: for answers started from now on."""
+        self._edit_interval = seconds
+
     @property
     def num_running(self) -> int:
         return len(self._running)

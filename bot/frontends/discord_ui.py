@@ -11,7 +11,7 @@ from discord import app_commands
 
 from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
-from bot.config import ChatSettings, DiscordSettings
+from bot.config import ChatSettings, DiscordSettings, Settings
 from bot.frontends.discord_access import AccessPolicy
 from bot.frontends.discord_commands import DiscordHandlers
 from bot.frontends.discord_connect import connector_for, is_default_api_base
@@ -20,6 +20,7 @@ from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
 from bot.frontends.discord_turns import TurnReader
 from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
+from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class DiscordFrontend:
         ready_timeout: float = 60.0,
         guild_ready_timeout: float = 2.0,
         metrics: Metrics | None = None,
+        live: LiveSettings | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -112,7 +115,9 @@ class DiscordFrontend:
             final_timeout=final_timeout,
             on_error=self._count_error,
         )
-        access = AccessPolicy(allowed_users=settings.allowed_users, admins=settings.admins)
+        # Allowlists and admins are read from `live` on every call: a reload applies at once.
+        live = live or LiveSettings(Settings(discord=settings, chat=chat))
+        access = AccessPolicy(lambda: live.settings.discord)
         self._handlers = DiscordHandlers(
             service,
             self.replies,
@@ -121,7 +126,9 @@ class DiscordFrontend:
             token_ttl=token_ttl,
             token_margin=token_margin,
             regenerate_button=chat.regenerate_button,
+            reloader=reloader,
         )
+        live.subscribe(lambda s: self.replies.set_edit_interval(s.discord.edit_interval))
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from telegram import BotCommand, Message, User
 
@@ -14,6 +15,9 @@ from bot.frontends.telegram_notices import Notices
 from bot.frontends.telegram_replies import ReplyRunner, is_group_chat, target_of
 from bot.frontends.telegram_turns import TurnReader
 from bot.types import ChatError, ChatKey
+
+if TYPE_CHECKING:
+    from bot.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +44,15 @@ HELP = (
     "/reset starts a new conversation (I forget the earlier messages)\n"
     "/system shows or sets this chat's system prompt (admins)\n"
     "/id shows your user id and this chat's id (for the bot's allowlist)\n"
+    "/reload re-reads the bot's config (admins)\n"
     "/help shows this message"
 )
 START = "Hi! " + HELP
-NOT_ALLOWED = "Sorry, this bot is private: you are not on its list of users."
+NOT_ALLOWED = "Sorry, this bot is private: you (or this chat) are not on its allowlist."
 NOT_TEXT = NOT_SUPPORTED
 UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
 ADMINS_ONLY_SYSTEM = "Only the bot's admins can view or change the system prompt."
+ADMINS_ONLY_RELOAD = "Only the bot's admins can reload its config."
 ADMINS_ONLY_RESET = "Only the bot's admins can reset someone else's conversation."
 ASK_USAGE = "Usage: /ask <your question>"
 RESET_USAGE = "Usage: /reset (your conversation), /reset <user id> or /reset all (admins)."
@@ -78,12 +84,15 @@ class Commands:
         notices: Notices,
         replies: ReplyRunner,
         turns: TurnReader,
+        *,
+        reloader: Reloader | None = None,
     ) -> None:
         self._service = service
         self._access = access
         self._notices = notices
         self._replies = replies
         self._turns = turns
+        self._reloader = reloader
 
     def handlers(self) -> dict[str, Callable[[Message, User, Sequence[str]], Awaitable[None]]]:
         """Command name -> handler."""
@@ -95,6 +104,7 @@ class Commands:
             "stop": self.stop,
             "ask": self.ask,
             "id": self.id,
+            "reload": self.reload,
         }
 
     async def say(self, message: Message, text: str) -> None:
@@ -102,10 +112,17 @@ class Commands:
         await self._notices.send(target_of(message), text, is_group=is_group_chat(message))
 
     async def start(self, message: Message, user: User, args: Sequence[str]) -> None:
-        await self.say(message, START if self._access.is_allowed(user.id) else NOT_ALLOWED)
+        await self._greet(message, user, START)
 
     async def help(self, message: Message, user: User, args: Sequence[str]) -> None:
-        await self.say(message, HELP if self._access.is_allowed(user.id) else NOT_ALLOWED)
+        await self._greet(message, user, HELP)
+
+    async def _greet(self, message: Message, user: User, text: str) -> None:
+        """`text`, or the refusal: one line in a private chat, nothing in a group."""
+        if self._access.is_allowed(user.id, message.chat.id):
+            await self.say(message, text)
+        elif not is_group_chat(message):
+            await self.say(message, NOT_ALLOWED)
 
     async def id(self, message: Message, user: User, args: Sequence[str]) -> None:
         # Open to everyone: someone not yet allowed needs it to ask an admin to add them.
@@ -159,6 +176,19 @@ class Commands:
         chat_id = message.chat.id if is_group_chat(message) else target_user
         await self._service.reset(ChatKey(PLATFORM, str(chat_id), str(target_user)))
         await self.say(message, f"🧹 Reset the conversation of user {target_user}.")
+
+    async def reload(self, message: Message, user: User, args: Sequence[str]) -> None:
+        """Re-read the config file (admins): allowlists, limits, ... apply at once."""
+        if not self._access.is_admin(user.id):
+            await self.say(message, ADMINS_ONLY_RELOAD)
+            return
+        if self._reloader is None:
+            await self.say(
+                message, "This bot was not started from a config file: nothing to reload."
+            )
+            return
+        result = await self._reloader.reload()
+        await self.say(message, result.summary())
 
     async def system(self, message: Message, user: User, args: Sequence[str]) -> None:
         if not self._access.is_admin(user.id):

@@ -99,6 +99,10 @@ class ChatPacers:
         self._entries: dict[int, _Entry] = {}
         self._num_leases = 0
 
+    def set_min_interval(self, seconds: float) -> None:
+        """A reloaded edit interval: for chats paced from now on (busy ones keep theirs)."""
+        self._min_interval = seconds
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable
@@ -141,6 +142,10 @@ class ReplyRunner:
         self._num_starting = 0  # begin() calls waiting for start_reply
         self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
         self._is_closing = False
+
+    def set_edit_interval(self, seconds: float) -> None:
+        """A reloaded edit interval: for answers started from now on."""
+        self._options = dataclasses.replace(self._options, edit_interval=seconds)
 
     @property
     def num_running(self) -> int:

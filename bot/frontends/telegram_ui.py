@@ -21,7 +21,7 @@ from telegram.ext import (
 
 from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
-from bot.config import ChatSettings, ConfigError, TelegramSettings
+from bot.config import ChatSettings, ConfigError, Settings, TelegramSettings
 from bot.frontends.redact import Redaction, url_password
 from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
 from bot.frontends.telegram_commands import (
@@ -44,6 +44,7 @@ from bot.frontends.telegram_replies import (
 from bot.frontends.telegram_request import CountingRequest, ErrorCounter
 from bot.frontends.telegram_turns import TurnReader
 from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
+from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import ChatPacer, Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,16 @@ class TelegramFrontend:
         global_calls_per_second: int | None = 30,
         use_drafts: bool = True,
         metrics: Metrics | None = None,
+        live: LiveSettings | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._poll_timeout = poll_timeout
         self._close_timeout = close_timeout
-        self._access = Access(frozenset(settings.admins), frozenset(settings.allowed_users))
+        # Allowlists and admins are read from `live` on every update: a reload applies at once.
+        live = live or LiveSettings(Settings(telegram=settings, chat=chat))
+        self._access = Access(lambda: live.settings.telegram)
         self._me: BotIdentity | None = None
         # Without a secret anyone who learns the webhook URL could post updates as any user,
         # admins included: with none configured, a fresh random one is registered at each start.
@@ -106,7 +111,7 @@ class TelegramFrontend:
             limiter = ChatPacer(
                 clock, min_interval=0.0, max_calls=global_calls_per_second, per_seconds=1.0
             )
-        pacers = ChatPacers(
+        self._pacers = pacers = ChatPacers(
             clock,
             min_interval=settings.edit_interval,
             group_calls=settings.group_edits_per_minute,
@@ -131,8 +136,16 @@ class TelegramFrontend:
             limiter=limiter,
         )
         turns = TurnReader(bot, TurnComposer(chat))
-        self._commands = Commands(service, self._access, self._notices, self._replies, turns)
+        self._commands = Commands(
+            service, self._access, self._notices, self._replies, turns, reloader=reloader
+        )
         self._add_handlers()
+        live.subscribe(self._apply_settings)
+
+    def _apply_settings(self, settings: Settings) -> None:
+        """A reloaded edit interval: for answers started from now on."""
+        self._replies.set_edit_interval(settings.telegram.edit_interval)
+        self._pacers.set_min_interval(settings.telegram.edit_interval)
 
     @property
     def application(self) -> Application:
@@ -297,8 +310,8 @@ class TelegramFrontend:
             message, user = update.message, update.effective_user
             if message is None or user is None or user.is_bot:
                 return
-            if name not in OPEN_COMMANDS and not self._access.is_allowed(user.id):
-                await self._commands.say(message, NOT_ALLOWED)
+            if name not in OPEN_COMMANDS and not self._access.is_allowed(user.id, message.chat.id):
+                await self._refuse(message)
                 return
             await handler(message, user, context.args or [])
 
@@ -324,16 +337,24 @@ class TelegramFrontend:
             text = group_turn_text(message, self._identity())
             if text is None:
                 return  # group chatter not meant for the bot
-        if not self._access.is_allowed(user.id):
-            await self._commands.say(message, NOT_ALLOWED)
+        if not self._access.is_allowed(user.id, message.chat.id):
+            await self._refuse(message)
             return
         await self._commands.answer(message, user, text)
+
+    async def _refuse(self, message: Message) -> None:
+        """One line in a private chat; nothing in a group (a refusal there is only noise)."""
+        if message.chat.type == ChatType.PRIVATE:
+            await self._commands.say(message, NOT_ALLOWED)
 
     async def _on_not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.message, update.effective_user
         if message is None or user is None or user.is_bot:
             return
         if message.chat.type != ChatType.PRIVATE and not self._identity().is_addressed(message):
+            return
+        if not self._access.is_allowed(user.id, message.chat.id):
+            await self._refuse(message)
             return
         await self._commands.say(message, NOT_TEXT)
 

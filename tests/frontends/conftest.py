@@ -19,3 +19,4 @@ def _frontend_defaults(
         throttle = getattr(request.getfixturevalue("scripted"), "throttle", None)
         if throttle is not None:
             throttle.delay = 0.0
+            throttle.gate.set()

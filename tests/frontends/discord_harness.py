@@ -25,8 +25,9 @@ from bot.config import (
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.discord_ui import DiscordFrontend
+from bot.reload import LiveSettings
 from tests.fakes.discord_api import FakeDiscord
-from tests.fakes.discord_state import FakeGuild, FakeUser, MessageRecord
+from tests.fakes.discord_state import FakeGuild, FakeRole, FakeUser, MessageRecord
 from tests.frontends.backends import RemoteModel, as_openai, openai_engine_factory
 
 EOS_ID = 151643
@@ -106,6 +107,9 @@ class Bot:
     mona: FakeUser  # a member with Manage Server
     root: FakeUser  # a configured admin
     guild: FakeGuild
+    live: LiveSettings  # change it as a config reload would
+    elsewhere: FakeGuild | None = None  # with extra_places: a second guild (alice, bob)
+    friends: FakeRole | None = None  # with extra_places: a role of bob's in the guild
 
     async def stored(self, channel_id: int, user: FakeUser) -> list[Any]:
         """Every stored message of that user in that channel, oldest first."""
@@ -209,17 +213,28 @@ async def running_bot(
     max_queue: int = 256,
     guild_commands: bool = False,
     allowed_users: Sequence[str] = (),
+    extra_places: bool = False,
 ) -> AsyncIterator[Bot]:
     """Everything wired as `python -m bot run` wires it, with the model and the server swapped.
 
     `model` is the scripted torch model (the local engine) or a RemoteModel (the openai engine
     against the fake OpenAI server saying the same; `num_slots` streams at once).
+    `extra_places`: the guild also has a channel "bots" and a role "Friends" (bob's), and a
+    second guild "Elsewhere" has alice and bob: places and roles for the allowlists.
     """
     async with contextlib.AsyncExitStack() as stack:
         dc = await stack.enter_async_context(FakeDiscord(**(fake_options or {})))
         alice, bob, mona = dc.add_user("alice"), dc.add_user("bob"), dc.add_user("mona")
         root = dc.add_user(ADMIN_NAME)
-        guild = dc.add_guild("Lab", members=[alice, bob, root], managers=[mona])
+        channels = ("general", "bots") if extra_places else ("general",)
+        guild = dc.add_guild("Lab", members=[alice, bob, root], managers=[mona], channels=channels)
+        elsewhere = friends = None
+        if extra_places:
+            # Before the bot connects: the guild it receives then knows the role.
+            friends = FakeRole(dc.world.ids.next(), "Friends", 0, position=2)
+            guild.roles.append(friends)
+            guild.add_member(bob, roles=[friends])
+            elsewhere = dc.add_guild("Elsewhere", members=[alice, bob])
         cast = {"alice": alice, "bob": bob, "mona": mona, ADMIN_NAME: root}
         if guild_commands:
             discord = {"guild_ids": (guild.id,), **(discord or {})}
@@ -243,12 +258,15 @@ async def running_bot(
         else:
             factory = engine_factory(model, tokenizer, num_slots=num_slots, max_queue=max_queue)
         async with open_app(settings, engine_factory=factory) as app:
-            options = {"guild_ready_timeout": 0.1, **(frontend_options or {})}
+            live = LiveSettings(settings)
+            options = {"guild_ready_timeout": 0.1, "live": live, **(frontend_options or {})}
             frontend = DiscordFrontend(
                 settings.discord, app.service, chat=settings.chat, metrics=app.metrics, **options
             )
             await frontend.start()
-            bot = Bot(dc, app, frontend, settings, alice, bob, mona, root, guild)
+            bot = Bot(
+                dc, app, frontend, settings, alice, bob, mona, root, guild, live, elsewhere, friends
+            )
             try:
                 yield bot
             finally:

@@ -23,6 +23,7 @@ from bot.config import (
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
 from bot.frontends.telegram_ui import TelegramFrontend
+from bot.reload import LiveSettings, Reloader
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call
 from tests.frontends.backends import Pace, RemoteModel, as_openai, openai_engine_factory
@@ -42,12 +43,15 @@ class Throttle:
         self.delay = 0.0
         self.num_steps = 0
         self._lock = threading.Lock()
+        self.gate = threading.Event()  # cleared: the model waits (at most 60 s) before each step
+        self.gate.set()
 
     def __call__(self, module: Any, args: Any) -> None:
         with self._lock:
             self.num_steps += 1
         if self.delay:
             time.sleep(self.delay)
+        self.gate.wait(timeout=60.0)
 
     def attach(self, model: Any) -> Any:
         return model.lm_head.register_forward_pre_hook(self)
@@ -61,6 +65,7 @@ class Bot:
     app: App
     frontend: TelegramFrontend
     settings: Settings
+    reloader: Reloader | None = None
     closed: bool = field(default=False)
 
     async def close(self) -> None:
@@ -137,11 +142,13 @@ async def running_bot(
     chat: dict[str, Any] | None = None,
     generation: dict[str, Any] | None = None,
     frontend_options: dict[str, Any] | None = None,
+    config_file: Path | None = None,
 ) -> AsyncIterator[Bot]:
     """Everything wired as `python -m bot run` wires it, with the model and server swapped.
 
     `model` is the scripted torch model (the local engine) or a RemoteModel (the openai engine
     against the fake OpenAI server saying the same).
+    `config_file`: the settings are written there, and /reload (bot.reloader) re-reads it.
     """
     async with contextlib.AsyncExitStack() as stack:
         tg = await stack.enter_async_context(FakeTelegram())
@@ -155,15 +162,35 @@ async def running_bot(
             factory = engine_factory(model, tokenizer)
         async with open_app(settings, engine_factory=factory) as app:
             options = {"poll_timeout": 1.0, "tick_interval": 1.0, **(frontend_options or {})}
+            reloader = None
+            if config_file is not None:
+                write_settings(config_file, settings)
+                live = LiveSettings(settings)
+                live.subscribe(
+                    lambda s: app.service.apply_settings(chat=s.chat, generation=s.generation)
+                )
+                reloader = Reloader(live, config_file, {})
+                options.update(live=live, reloader=reloader)
             frontend = TelegramFrontend(
                 settings.telegram, app.service, chat=settings.chat, metrics=app.metrics, **options
             )
             await frontend.start()
-            bot = Bot(tg, app, frontend, settings)
+            bot = Bot(tg, app, frontend, settings, reloader)
             try:
                 yield bot
             finally:
                 await bot.close()
+
+
+def write_settings(path: Path, settings: Settings, **changes: dict[str, Any]) -> Path:
+    """`settings` as a TOML config file; `changes` override keys per section."""
+    from tests.support.configs import write_config
+
+    sections = {
+        name: {**vars(getattr(settings, name)), **changes.get(name, {})}
+        for name in ("model", "generation", "storage", "chat", "telegram")
+    }
+    return write_config(path, sections)
 
 
 def with_telegram(settings: Settings, **changes: Any) -> Settings:

@@ -298,3 +298,22 @@ def test_kill_9_mid_answer_keeps_the_text_so_far_as_interrupted(endless_folder, 
     assert reply["content"].startswith(saved.content) and LOOP_ANSWER.startswith(reply["content"])
     assert reply["reasoning"] == LOOP_REASONING
     assert f"bot> {reply['content']}" in greeting  # the dialogue goes on from it
+
+
+def test_reload_applies_a_new_default_system_prompt_and_names_a_restart(chatty_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    config = tiny_model_config(tmp_path / "config.toml", chatty_folder, db)
+    child, _ = start_console(config)
+    assert "System prompt (default): (empty)" in say(child, "/system")
+    tiny_model_config(
+        config, chatty_folder, db, chat={"system_prompt": "Be brief."}, model={"dtype": "bfloat16"}
+    )
+    reloaded = say(child, "/reload")
+    assert "Config reloaded: chat.system_prompt\nneeds a restart: model.dtype" in reloaded
+    assert "System prompt (default): Be brief." in say(child, "/system")
+    config.write_text("[chat]\nmax_message_chars = 0\n", encoding="utf-8")
+    refused = say(child, "/reload")
+    assert "Config not reloaded (the old settings stay): " in refused
+    assert "chat.max_message_chars must be greater than 0" in refused
+    assert "System prompt (default): Be brief." in say(child, "/system")
+    quit_with_ctrl_d(child)

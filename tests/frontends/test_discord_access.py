@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED
+from bot.frontends.discord_commands import RELOAD_ADMINS_ONLY
 from tests.fakes.discord_state import CALLBACK_MESSAGE, InteractionRecord
 from tests.frontends.discord_harness import CALLBACK, is_done, running_bot, throttled
 from tests.support.models import build_scripted_model
@@ -44,6 +46,9 @@ async def test_admin_commands_are_refused_privately_to_members(model, tokenizer,
         assert done.original.is_ephemeral
         assert done.original.content == "System prompt for this channel set."
         assert (await bot.app.service.system_prompt("discord", channel_id)).text == "Be terse."
+        # ... but not of the bot's config, which may cover other servers.
+        denied = await dc.slash(bot.mona, "reload", guild=guild)
+        assert await refusal(dc, denied) == RELOAD_ADMINS_ONLY
 
         # A configured admin: may reset someone else's dialogue; mentions never ping.
         done = await dc.slash(bot.root, "reset", option_values={"user": bot.alice}, guild=guild)
@@ -127,3 +132,61 @@ async def test_a_refusal_after_deferring_ends_up_private(model, tokenizer, tmp_p
         # follow-up in its place, publicly), then removed.
         assert [s.content for s in rec.original.history] == ["", "…", "…"]
         assert await bot.stored(guild.default_channel.id, bot.alice) == []
+
+
+def _lab_only(bot: Any) -> dict[str, Any]:
+    return {"allowed_guilds": (bot.guild.id,)}
+
+
+def _bots_channel_only(bot: Any) -> dict[str, Any]:
+    return {"allowed_channels": (bot.guild.channels[1].id,)}
+
+
+def _friends_only(bot: Any) -> dict[str, Any]:
+    return {"allowed_roles": (bot.friends.id,)}
+
+
+@pytest.mark.parametrize(
+    ("allow", "allowed", "refused"),
+    [
+        # allowlist, then (user, guild, channel) answered and refused, as attribute names
+        (_lab_only, ("alice", "guild", None), ("alice", "elsewhere", None)),
+        (_bots_channel_only, ("alice", "guild", 1), ("alice", "guild", 0)),
+        (_friends_only, ("bob", "guild", None), ("alice", "guild", None)),
+    ],
+    ids=["guilds", "channels", "roles"],
+)
+async def test_guild_channel_and_role_allowlists(
+    model, tokenizer, tmp_path, allow, allowed, refused
+) -> None:
+    async with running_bot(model, tokenizer, tmp_path, extra_places=True) as bot:
+        dc = bot.dc
+        # As a config reload applies it: read on the next message, no restart.
+        discord = dataclasses.replace(bot.settings.discord, **allow(bot))
+        bot.live.replace(dataclasses.replace(bot.settings, discord=discord))
+
+        def place(who: str, where: str, channel: int | None) -> tuple[Any, Any, Any]:
+            guild = getattr(bot, where)
+            return getattr(bot, who), guild, guild.channels[channel or 0]
+
+        user, _, channel = place(*refused)
+        # In a guild channel a refused mention gets nothing; a slash command a private line.
+        dc_mention = await dc.inject_message(user, "hi", channel=channel, mention_bot=True)
+        denied = await dc.slash(user, "chat", prompt="hi", channel=channel)
+        assert await refusal(dc, denied) == NOT_ALLOWED
+        dm = await dc.inject_message(user, "hi")  # in no listed guild, channel or role
+        [told] = await dc.wait_for(lambda: bot.bot_messages(dm.channel))
+        assert told.content == NOT_ALLOWED
+
+        answered = []
+        for who, where, channel_index in (allowed, ("root", *refused[1:])):  # root: an admin
+            _, _, there = place(who, where, channel_index)
+            rec = await dc.slash(getattr(bot, who), "chat", prompt="hi", channel=there)
+            await dc.wait_for(lambda rec=rec: is_done(rec.original))
+            answered.append(rec.original.content)
+        assert all(text.endswith(ANSWER) for text in answered)
+        # By now the refused mention would have been answered (or refused in public).
+        in_channel = bot.bot_messages(channel)
+        assert all(m.referenced is not dc_mention and m.content != NOT_ALLOWED for m in in_channel)
+        assert await bot.stored(channel.id, user) == []
+        assert await bot.stored(dm.channel.id, user) == []

@@ -53,6 +53,7 @@ async def test_slash_chat_streams_and_ends_with_the_exact_answer(
             "chat",
             "help",
             "id",
+            "reload",
             "reset",
             "stats",
             "stop",
@@ -88,7 +89,7 @@ async def test_commands_sync_to_configured_guilds(model, tokenizer, tmp_path) ->
         dc = bot.dc
         assert dc.commands == []
         names = sorted(c["name"] for c in dc.guild_commands[bot.guild.id])
-        assert names == ["chat", "help", "id", "reset", "stats", "stop", "system"]
+        assert names == ["chat", "help", "id", "reload", "reset", "stats", "stop", "system"]
         rec = await dc.slash(bot.alice, "chat", prompt="hi", guild=bot.guild)
         assert rec.payload["data"]["guild_id"] == str(bot.guild.id)
         await dc.wait_for(lambda: is_done(rec.original))
