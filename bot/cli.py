@@ -328,6 +328,7 @@ async def _run(settings: Settings, config: Path | None = None) -> int:
                     ) from None
                 started.append(frontend)
                 watch_frontend(metrics_server, frontend)
+                await frontend.announce_interrupted(app.interrupted)
             log.info("serving on %s; Ctrl-C stops", ", ".join(f.name for f in started))
             # What is loaded now (model, libraries) lives until exit: keep it out of the cyclic
             # GC's full collections, which otherwise pause the event loop for 0.1-0.2 s.

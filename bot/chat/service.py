@@ -236,6 +236,11 @@ class ChatService:
         reply._is_settled.set()
         return reply
 
+    async def set_reply_location(self, reply: Reply, location: str) -> None:
+        """Remember where a front-end shows `reply` (its own string), for a restart to edit."""
+        if reply.reply_id is not None:
+            await self._store.set_reply_location(reply.reply_id, location)
+
     def stop(self, key: ChatKey) -> bool:
         """Stop the answer being written for `key`; False if there is none."""
         reply = self._active.get(key)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
+
+from bot.store.records import InterruptedReply
 
 
 class StartupError(Exception):
@@ -20,6 +23,9 @@ class Frontend(Protocol):
 
     async def start(self) -> None:
         """Connect and begin taking messages; returns once running."""
+
+    async def announce_interrupted(self, interrupted: Sequence[InterruptedReply]) -> None:
+        """Tell the chats whose answers a killed bot left cut (this platform's ones only)."""
 
     async def stop_receiving(self) -> None:
         """Take no new messages (answers being written go on)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 import discord
 from discord import app_commands
@@ -22,6 +23,7 @@ from bot.frontends.discord_turns import TurnReader
 from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import Clock, SystemClock
+from bot.store.records import InterruptedReply
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,11 @@ class DiscordFrontend:
             await self._shut_client()
             raise TimeoutError(f"Discord did not become ready within {self._ready_timeout:g} s")
         self._task.add_done_callback(_log_client_end)
+
+    async def announce_interrupted(self, interrupted: Sequence[InterruptedReply]) -> None:
+        """Not on Discord yet: the cut answer keeps its last text (and is interrupted in the
+        dialogue); its Stop button then answers that the answer is already finished."""
+        del interrupted
 
     async def stop_receiving(self) -> None:
         """Refuse new commands and messages; answers being written go on."""

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
@@ -22,6 +23,7 @@ from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
 from bot.render.layout import ReasoningMode, TelegramLayout
 from bot.render.pacing import Clock
 from bot.render.stream import DeliveryFailed, StreamRenderer
+from bot.store.records import InterruptedReply
 from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished, ReplyStatus
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ CONTINUE_PREFIX = "cont:"
 CONTINUE_LABEL = "➡ Continue"
 CONTROL_TEXT = "✍️ Writing… tap Stop to cancel."
 SHUTDOWN_NOTE = "⚠️ Interrupted: the bot is restarting. Send your message again in a moment."
+RESTART_NOTE = (
+    "⚠️ The bot restarted while writing this answer; what it wrote so far is kept in the "
+    "dialogue. Send your message again for a full answer."
+)
 CLOSING_TEXT = "I'm restarting right now; please send that again in a minute."
 TYPING_EVERY = 4.5
 PLATFORM = "telegram"  # Telegram shows the typing action for about 5 s
@@ -142,6 +148,7 @@ class ReplyRunner:
         self._num_starting = 0  # begin() calls waiting for start_reply
         self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
         self._is_closing = False
+        self._background: set[asyncio.Task[None]] = set()
 
     def set_edit_interval(self, seconds: float) -> None:
         """A reloaded edit interval: for answers started from now on."""
@@ -272,6 +279,9 @@ class ReplyRunner:
                     on_drafts_refused=lambda everywhere: self._drafts.refuse(
                         target.chat_id, everywhere
                     ),
+                    on_first_message=lambda message_id: self._remember(
+                        running, target.chat_id, message_id, "answer"
+                    ),
                 )
                 renderer = StreamRenderer(
                     sink,
@@ -312,6 +322,7 @@ class ReplyRunner:
                     markup=control_markup,
                     pacer=pacer,
                 )
+                self._remember(running, target.chat_id, running.control.message_id, "control")
             await renderer.run(_Watched(running))
         except asyncio.CancelledError:
             # close() gave up waiting for the stream: show what there is, with a note.
@@ -354,6 +365,41 @@ class ReplyRunner:
             self._latest[key] = message_id
             if len(self._latest) > MAX_REMEMBERED:
                 del self._latest[next(iter(self._latest))]
+
+    def _remember(self, running: _Running, chat_id: int, message_id: int, kind: str) -> None:
+        """Store where the answer shows (in the background): a restart after a kill edits it."""
+        location = json.dumps({"chat_id": chat_id, "message_id": message_id, "kind": kind})
+        task = asyncio.create_task(self._service.set_reply_location(running.reply, location))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def announce_interrupted(self, interrupted: Iterable[InterruptedReply]) -> None:
+        """After a kill: say in each chat that the answer shown there was cut by a restart.
+
+        The Stop message of a draft answer becomes the note; a sent answer loses its Stop
+        button and gets the note as a reply (its text so far stays as it was shown).
+        """
+        for each in interrupted:
+            if each.key.platform != "telegram" or not each.location:
+                continue
+            try:
+                where = json.loads(each.location)
+                chat_id, message_id = int(where["chat_id"]), int(where["message_id"])
+                if where.get("kind") == "control":
+                    await self._bot.edit_message_text(RESTART_NOTE, chat_id, message_id)
+                else:
+                    await self._bot.edit_message_reply_markup(chat_id, message_id)
+                    await self._bot.send_message(
+                        chat_id,
+                        RESTART_NOTE,
+                        reply_parameters=ReplyParameters(
+                            message_id, allow_sending_without_reply=True
+                        ),
+                    )
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("an interrupted reply has a location we cannot read: %s", error)
+            except TelegramError as error:  # deleted meanwhile, bot blocked, ...
+                log.info("chat %s: restart note not shown: %s", each.key.chat_id, error.message)
 
     async def _keep_typing(self, target: ChatTarget, answering: asyncio.Event) -> None:
         """The typing action while the request is queued or the model thinks."""

@@ -70,6 +70,7 @@ class TelegramSink:
         stop_markup: InlineKeyboardMarkup | None = None,
         limiter: Limiter | None = None,
         on_drafts_refused: Callable[[bool], None] | None = None,
+        on_first_message: Callable[[int], None] | None = None,
     ) -> None:
         self._bot = bot
         self._target = target
@@ -78,6 +79,7 @@ class TelegramSink:
         self._stop_markup = stop_markup
         self._limiter = limiter
         self._on_drafts_refused = on_drafts_refused
+        self._on_first_message = on_first_message  # told the id of message 0 once it is sent
         self._message_ids: dict[int, int] = {}
         self._plain: set[int] = set()  # messages Telegram refused as HTML: plain from then on
 
@@ -145,6 +147,8 @@ class TelegramSink:
                 raise
             self._fall_back_to_plain(index)
         self._message_ids[index] = message.message_id
+        if index == 0 and self._on_first_message is not None:
+            self._on_first_message(message.message_id)
 
     async def _edit(self, index: int, text: str, markup: InlineKeyboardMarkup | None) -> None:
         body, mode = self._body(index, text)

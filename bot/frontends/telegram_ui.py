@@ -46,6 +46,7 @@ from bot.frontends.telegram_turns import TurnReader
 from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import ChatPacer, Clock, SystemClock
+from bot.store.records import InterruptedReply
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,10 @@ class TelegramFrontend:
             self._me.username,
             "polling" if self._settings.mode == "polling" else "on its webhook",
         )
+
+    async def announce_interrupted(self, interrupted: Sequence[InterruptedReply]) -> None:
+        """Each answer a killed bot left cut in a Telegram chat gets the restart note there."""
+        await self._replies.announce_interrupted(interrupted)
 
     async def stop_receiving(self) -> None:
         """Take no new updates; answers being shown go on."""

@@ -103,3 +103,48 @@ async def test_sigterm_mid_answer_lands_the_text_so_far_and_stores_it(
     else:
         [message] = shown  # the reasoning (collapsed), the answer so far, and the note
         assert reply.content[:50] in message and message.rstrip().endswith(")") and NOTE in message
+
+
+async def test_after_a_kill_the_chat_is_told_that_its_answer_was_cut(endless_folder, tmp_path):
+    db = tmp_path / "bot.db"
+    async with FakeTelegram() as tg:
+        config = tiny_model_config(
+            tmp_path / "config.toml",
+            endless_folder,
+            db,
+            generation={"max_new_tokens": 100_000},
+            storage={"checkpoint_seconds": 0.2},
+            telegram={"enabled": True, "token": tg.token, "base_url": tg.base_url},
+        )
+        process = await start_bot(tg, config, tmp_path / "first.log")
+        try:
+            tg.push_text(USER, "Tell me a long story.")
+            chat = tg.chat(USER)
+            # A draft answer: the message with the Stop button is what the user sees stay.
+            await tg.wait_for(lambda: any(" and on" in d.text for d in chat.drafts), timeout=WAIT)
+            [stop_message] = chat.bot_messages
+            async with asyncio.timeout(WAIT):
+                while not (reply := (await stored(db))[-1]).location or not reply.content:
+                    await asyncio.sleep(0.1)
+            process.kill()  # SIGKILL: nothing is landed, nothing is stored on the way out
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert reply.status == "streaming"
+
+        process = await start_bot(tg, config, tmp_path / "second.log")
+        try:
+            note = await tg.wait_for(
+                lambda: "restarted while writing" in (stop_message.text or ""), timeout=WAIT
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(WAIT):
+                await process.wait()
+    assert note
+    assert stop_message.reply_markup is None  # no Stop button on a finished answer
+    question, cut = await stored(db)
+    assert (cut.status, question.content) == ("interrupted", "Tell me a long story.")
+    assert cut.content.startswith(reply.content)
