@@ -50,6 +50,13 @@ _STATUS_OF = {
 }
 
 
+TRIMMED_NOTE = (
+    "(Older messages of this dialogue no longer fit the model's context and are not seen by "
+    "it any more; /reset starts a fresh one.)"
+)
+_MAX_REMEMBERED_DIALOGUES = 100_000
+
+
 class Reply:
     """The events of one answer; iterate it. The answer is stored whether or not anyone listens."""
 
@@ -60,6 +67,8 @@ class Reply:
         self._stream: GenerationStream | None = None
         # The row in the store that this answer streams into (checkpointed while it runs).
         self.reply_id: int | None = None
+        # Said once per dialogue, with the first answer whose prompt left older turns out.
+        self.context_note: str | None = None
         self._is_interrupted = False
         self._is_done = False
         self._is_settled = asyncio.Event()  # start_reply has finished: running, or refused
@@ -129,6 +138,8 @@ class ChatService:
         self._rate = MessageRate(chat.messages_per_minute, clock=clock)
         self._active: dict[ChatKey, Reply] = {}
         self._is_closing = False  # interrupt_all has begun: no new answers
+        # Dialogues already told that older messages left the prompt (insertion-ordered).
+        self._told_trimmed: dict[int, None] = {}
 
     # ---- turns -------------------------------------------------------------------------
 
@@ -194,6 +205,8 @@ class ChatService:
                 [PromptMessage(m.role, m.content) for m in history if m.content],
                 text,
             )
+            if prompt.num_dropped_messages and history:
+                reply.context_note = self._first_trim_note(history[0].conversation_id)
             request = GenerationRequest(
                 prompt_ids=prompt.token_ids,
                 params=SamplingParams(
@@ -322,12 +335,21 @@ class ChatService:
             status=status,
             answer=answer.strip(),
             reasoning=reasoning.strip(),
-            note=self._note(status, finished),
+            note=" ".join(filter(None, (self._note(status, finished), reply.context_note))) or None,
             num_prompt_tokens=finished.num_prompt_tokens if finished else 0,
             num_generated_tokens=finished.num_generated_tokens if finished else 0,
             first_token_seconds=finished.first_token_seconds if finished else None,
             total_seconds=finished.total_seconds if finished else 0.0,
         )
+
+    def _first_trim_note(self, conversation_id: int) -> str | None:
+        """TRIMMED_NOTE the first time a dialogue outgrows the context; None after that."""
+        if conversation_id in self._told_trimmed:
+            return None
+        self._told_trimmed[conversation_id] = None
+        if len(self._told_trimmed) > _MAX_REMEMBERED_DIALOGUES:
+            self._told_trimmed.pop(next(iter(self._told_trimmed)))  # the oldest one
+        return TRIMMED_NOTE
 
     def _note(self, status: ReplyStatus, finished: Finished | None) -> str | None:
         if status is ReplyStatus.COMPLETE:

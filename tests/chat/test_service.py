@@ -619,3 +619,27 @@ async def test_messages_after_shutdown_began_are_refused(scripted, tokenizer, tm
             await app.service.start_reply(ALICE, "Hello?")
         assert await app.store.query_messages() == []
         assert engine.requests == []
+
+
+async def test_the_user_is_told_once_when_older_turns_leave_the_prompt(
+    scripted, tokenizer, tmp_path
+):
+    async with running(
+        scripted,
+        tokenizer,
+        tmp_path / "bot.db",
+        model={"max_context_tokens": 320},
+        generation={"max_new_tokens": 64},
+    ) as (app, engine):
+        finals = [await ask(app, ALICE, f"Question {i}: " + "tell me more " * 10) for i in range(6)]
+        await app.service.reset(ALICE)
+        fresh = await ask(app, ALICE, "A new start")
+    notes = [f.note for f in finals]
+    trimmed_from = next(i for i, note in enumerate(notes) if note)
+    assert trimmed_from > 0, "the first turns fit: nothing to say"
+    assert notes[trimmed_from] is not None and "/reset" in notes[trimmed_from]
+    assert notes[trimmed_from + 1 :] == [None] * (len(notes) - trimmed_from - 1)  # said once
+    assert all(f.status is ReplyStatus.COMPLETE for f in finals)
+    assert fresh.note is None
+    first_trimmed = prompt_text(tokenizer, engine.requests[trimmed_from])
+    assert "Question 0" not in first_trimmed
