@@ -167,6 +167,9 @@ class DiscordHandlers:
             await _tell(interaction, ADMINS_ONLY)
             return
 
+        if target != caller.user_id:
+            _audit(interaction, f"/reset {target}")
+
         async def work() -> str:
             await self._service.reset(_key(interaction.channel_id, target))
             if target == caller.user_id:
@@ -194,6 +197,7 @@ class DiscordHandlers:
             await _tell(interaction, ADMINS_ONLY)
             return
         is_clear = text.strip().lower() in CLEAR_WORDS
+        _audit(interaction, "/system (clear)" if is_clear else "/system (set)")
 
         async def change() -> str:
             await self._service.set_system_prompt(PLATFORM, chat_id, None if is_clear else text)
@@ -224,6 +228,8 @@ class DiscordHandlers:
         if reloader is None:
             await _tell(interaction, "This bot was not started from a config file.")
             return
+
+        _audit(interaction, "/reload")
 
         async def work() -> str:
             return (await reloader.reload()).summary()
@@ -455,3 +461,14 @@ async def _reply(message: discord.Message, text: str) -> None:
         )
     except discord.HTTPException as exc:
         log.warning("discord: could not answer a message: %r", exc)
+
+
+def _audit(interaction: discord.Interaction, command: str) -> None:
+    """One line for every admin action (the admin check passed): who, what, where."""
+    log.info(
+        "audit: admin %d ran %s in channel %s (server %s)",
+        interaction.user.id,
+        command,
+        interaction.channel_id,
+        interaction.guild_id or "-",
+    )

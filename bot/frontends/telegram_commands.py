@@ -187,6 +187,7 @@ class Commands:
                 message, "This bot was not started from a config file: nothing to reload."
             )
             return
+        _audit(user, message, "/reload")
         result = await self._reloader.reload()
         await self.say(message, result.summary())
 

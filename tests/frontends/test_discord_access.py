@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import pytest
@@ -29,7 +30,10 @@ async def refusal(dc: Any, rec: InteractionRecord) -> str:
     return rec.original.content
 
 
-async def test_admin_commands_are_refused_privately_to_members(model, tokenizer, tmp_path) -> None:
+async def test_admin_commands_are_refused_privately_to_members(
+    model, tokenizer, tmp_path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.frontends.discord_commands")
     async with running_bot(model, tokenizer, tmp_path, chat={"system_prompt": "Default."}) as bot:
         dc, guild = bot.dc, bot.guild
         channel_id = str(guild.default_channel.id)
@@ -62,6 +66,14 @@ async def test_admin_commands_are_refused_privately_to_members(model, tokenizer,
         assert (await bot.app.service.system_prompt("discord", channel_id)).text == "Default."
         sent = [c for c in dc.calls if c.json and "content" in c.json]
         assert all(c.json["allowed_mentions"] == {"parse": []} for c in sent)
+        # Every admin action that was let through has its audit line, and only those.
+        audit = [r.getMessage() for r in caplog.records if r.getMessage().startswith("audit:")]
+        where = f"in channel {channel_id} (server {guild.id})"
+        assert audit == [
+            f"audit: admin {bot.mona.id} ran /system (set) {where}",
+            f"audit: admin {bot.root.id} ran /reset {bot.alice.id} {where}",
+            f"audit: admin {bot.root.id} ran /system (clear) {where}",
+        ]
         # Nobody was ever refused publicly: refusals are answered at once, never deferred.
         deferred = [c for c in dc.calls_to(CALLBACK) if c.json["type"] == 5]
         assert all(c.json["data"]["flags"] & 64 for c in deferred)
