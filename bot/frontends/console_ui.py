@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.chat.service import ChatService, Reply
 from bot.metrics import NO_STATS, Metrics, format_stats
+from bot.render.math import render_math
 from bot.types import (
     AnswerDelta,
     ChatError,
@@ -176,14 +177,16 @@ class _MarkdownAnswer:
 
     def close(self) -> None:
         if self._live is not None:
-            self._show()
+            self._show(is_complete=True)
             self._live.stop()
             self._live = None
 
-    def _show(self) -> None:
+    def _show(self, *, is_complete: bool = False) -> None:
         from rich.markdown import Markdown
 
-        self._live.update(Markdown(self._text), refresh=True)
+        # LaTeX as Unicode, as in the chats (a formula still arriving is held back).
+        shown = render_math(self._text, is_complete=is_complete)
+        self._live.update(Markdown(shown), refresh=True)
 
 
 class ConsoleUI:
