@@ -39,7 +39,7 @@ EngineFactory = Callable[[Settings], tuple[Any, Any]]
 def engine_factory_for(settings: Settings) -> EngineFactory:
     """The builder `[engine] backend` names; imported lazily, so `openai` never loads CUDA."""
     if settings.engine.backend == "openai":
-        from bot.engine.remote import build_openai_engine
+        from bot.engine.remote_factory import build_openai_engine
 
         return build_openai_engine
     from bot.engine.factory import build_local_engine

@@ -22,7 +22,9 @@ from bot.engine.base import (
     Started,
     TextDelta,
 )
-from bot.engine.remote import OpenAIEngine, ReasoningForm, RetryPolicy, build_openai_engine
+from bot.engine.openai_wire import ReasoningForm, RetryPolicy
+from bot.engine.remote import OpenAIEngine
+from bot.engine.remote_factory import build_openai_engine
 from bot.types import AnswerDelta, ChatMessage, ReasoningDelta
 from tests.engine.streams import HANG_GUARD_SECONDS, Reader, collect
 from tests.fakes.openai_api import (
@@ -688,7 +690,7 @@ def test_the_remote_backend_does_not_touch_torch_cuda(fixture_path):
     code = (
         "import sys\n"
         "from bot.config import Settings, ModelSettings\n"
-        "from bot.engine.remote import build_openai_engine\n"
+        "from bot.engine.remote_factory import build_openai_engine\n"
         "assert 'torch' not in sys.modules, 'importing the remote engine imported torch'\n"
         f"settings = Settings(model=ModelSettings(path={str(fixture_path)!r}, "
         "local_files_only=True))\n"
