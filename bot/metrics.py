@@ -100,6 +100,13 @@ class Metrics:
             ["platform", "status"],
             registry=self.registry,
         )
+        self._prompt_tokens = Counter(
+            "bot_prompt_tokens",
+            "Prompt tokens of finished replies, by platform and by where their KV came from: "
+            "reused from the dialogue's previous turn, or computed (prefilled).",
+            ["platform", "source"],
+            registry=self.registry,
+        )
         self._generated_tokens = Counter(
             "bot_generated_tokens",
             "Tokens the model generated (reasoning included), by platform.",
@@ -136,6 +143,8 @@ class Metrics:
         self._active.set_function(lambda: self._read_active())
         for platform in platforms:  # zeros from the start, so dashboards see every series
             self._generated_tokens.labels(platform)
+            for source in ("reused", "computed"):
+                self._prompt_tokens.labels(platform, source)
             for status in ReplyStatus:
                 self._replies.labels(platform, status.value)
             for kind in PlatformErrorKind:
@@ -166,7 +175,12 @@ class Metrics:
         self._reply_time.observe(total_seconds)
 
     def observe_finished(self, platform: str, final: ReplyFinished) -> None:
-        """observe_reply from a reply's final event."""
+        """observe_reply from a reply's final event, and its prompt tokens (reused or not)."""
+        reused = min(final.num_reused_tokens, final.num_prompt_tokens)
+        if reused:
+            self._prompt_tokens.labels(platform, "reused").inc(reused)
+        if final.num_prompt_tokens > reused:
+            self._prompt_tokens.labels(platform, "computed").inc(final.num_prompt_tokens - reused)
         self.observe_reply(
             platform,
             final.status,

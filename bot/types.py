@@ -86,6 +86,8 @@ class ReplyFinished:
     num_generated_tokens: int = 0
     first_token_seconds: float | None = None
     total_seconds: float = 0.0
+    # Of num_prompt_tokens, those whose KV came from the dialogue's previous turn (local engine).
+    num_reused_tokens: int = 0
 
 
 ReplyEvent = Queued | Started | ReasoningDelta | AnswerDelta | ReplyFinished

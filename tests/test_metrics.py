@@ -21,6 +21,7 @@ from bot.types import ReplyFinished, ReplyStatus
 SERIES = {
     "bot_replies_total",
     "bot_generated_tokens_total",
+    "bot_prompt_tokens_total",
     "bot_queue_depth",
     "bot_active_generations",
     "bot_time_to_first_token_seconds",
@@ -226,3 +227,25 @@ async def test_the_server_stops_listening_when_closed():
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as client:
             await client.get(f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_prompt_tokens_are_counted_as_reused_or_computed():
+    metrics = Metrics(platforms=("telegram",))
+    for reused in (0, 900):  # a first turn, then one that found its dialogue's KV in the slot
+        metrics.observe_finished(
+            "telegram",
+            ReplyFinished(
+                ReplyStatus.COMPLETE,
+                answer="a",
+                reasoning="",
+                num_prompt_tokens=1000,
+                num_generated_tokens=10,
+                total_seconds=1.0,
+                num_reused_tokens=reused,
+            ),
+        )
+    async with MetricsServer(metrics, port=0) as server:
+        got = samples((await scrape(server, "/metrics")).text)
+    telegram = ("platform", "telegram")
+    assert got[("bot_prompt_tokens_total", (telegram, ("source", "reused")))] == 900
+    assert got[("bot_prompt_tokens_total", (telegram, ("source", "computed")))] == 1100

@@ -340,6 +340,7 @@ class ChatService:
             num_generated_tokens=finished.num_generated_tokens if finished else 0,
             first_token_seconds=finished.first_token_seconds if finished else None,
             total_seconds=finished.total_seconds if finished else 0.0,
+            num_reused_tokens=finished.num_reused_tokens if finished else 0,
         )
 
     def _first_trim_note(self, conversation_id: int) -> str | None:
