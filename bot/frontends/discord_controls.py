@@ -65,22 +65,25 @@ def stop_view(owner_id: int) -> discord.ui.View:
     return view
 
 
-class RegenerateButton(
+class AnswerButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=re.escape(REGENERATE_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
+    template=r"r1bot:(?P<kind>regen|cont):(?P<owner>[0-9]{1,20})",
 ):
-    """Answers the last question of `owner_id` in this channel again (the 🔄 under an answer)."""
+    """Under a finished answer of `owner_id`: 🔄 answers its question again; ➡ (`is_continue`)
+    lets an answer cut at the length limit go on."""
 
-    def __init__(self, owner_id: int) -> None:
+    def __init__(self, owner_id: int, *, is_continue: bool) -> None:
+        prefix = CONTINUE_ID_PREFIX if is_continue else REGENERATE_ID_PREFIX
         super().__init__(
             discord.ui.Button(
-                label="Regenerate",
-                emoji="🔄",
+                label="Continue" if is_continue else "Regenerate",
+                emoji="➡️" if is_continue else "🔄",
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"{REGENERATE_ID_PREFIX}{owner_id}",
+                custom_id=f"{prefix}{owner_id}",
             )
         )
         self.owner_id = owner_id
+        self.is_continue = is_continue
 
     @classmethod
     async def from_custom_id(
@@ -89,50 +92,18 @@ class RegenerateButton(
         item: discord.ui.Button[Any],
         match: re.Match[str],
         /,
-    ) -> RegenerateButton:
-        return cls(int(match["owner"]))
+    ) -> AnswerButton:
+        return cls(int(match["owner"]), is_continue=match["kind"] == "cont")
 
     async def callback(self, interaction: discord.Interaction) -> None:
         handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
-        await handler.on_answer_button(interaction, self.owner_id, is_continue=False)
-
-
-class ContinueButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=re.escape(CONTINUE_ID_PREFIX) + r"(?P<owner>[0-9]{1,20})",
-):
-    """Lets the answer of `owner_id` go on after it was cut at the length limit (➡)."""
-
-    def __init__(self, owner_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Continue",
-                emoji="➡️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"{CONTINUE_ID_PREFIX}{owner_id}",
-            )
-        )
-        self.owner_id = owner_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction,
-        item: discord.ui.Button[Any],
-        match: re.Match[str],
-        /,
-    ) -> ContinueButton:
-        return cls(int(match["owner"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        handler: StopHandler = interaction.client.stop_handler  # type: ignore[attr-defined]
-        await handler.on_answer_button(interaction, self.owner_id, is_continue=True)
+        await handler.on_answer_button(interaction, self.owner_id, is_continue=self.is_continue)
 
 
 def answer_view(owner_id: int, *, can_continue: bool) -> discord.ui.View:
     """🔄 Regenerate under a finished answer, and ➡ Continue if it was cut at the limit."""
     view = discord.ui.View(timeout=None)
-    view.add_item(RegenerateButton(owner_id))
+    view.add_item(AnswerButton(owner_id, is_continue=False))
     if can_continue:
-        view.add_item(ContinueButton(owner_id))
+        view.add_item(AnswerButton(owner_id, is_continue=True))
     return view

@@ -16,7 +16,7 @@ from bot.config import ChatSettings, DiscordSettings, Settings
 from bot.frontends.discord_access import AccessPolicy
 from bot.frontends.discord_commands import DiscordHandlers
 from bot.frontends.discord_connect import connector_for, is_default_api_base
-from bot.frontends.discord_controls import ContinueButton, RegenerateButton, StopButton
+from bot.frontends.discord_controls import AnswerButton, StopButton
 from bot.frontends.discord_replies import ReplyStreams
 from bot.frontends.discord_sink import NO_MENTIONS
 from bot.frontends.discord_turns import TurnReader
@@ -44,7 +44,7 @@ class _Client(discord.Client):
         handlers.add_commands(self.tree)  # type: ignore[arg-type]
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(StopButton, RegenerateButton, ContinueButton)
+        self.add_dynamic_items(StopButton, AnswerButton)
         try:
             await self._sync_commands()
         except (discord.HTTPException, discord.RateLimited) as exc:
