@@ -253,13 +253,9 @@ def final_texts(tg: FakeTelegram, chat_id: int) -> list[str]:
     return [
         m.text or ""
         for m in tg.chat(chat_id).bot_messages
-        if not has_stop_button(m.reply_markup) and not (m.text or "").endswith("▌")
+        if not any(str(b.get("callback_data", "")).startswith("stop:") for b in m.buttons)
+        and not (m.text or "").endswith("▌")
     ]
-
-
-def has_stop_button(markup: Any) -> bool:
-    rows = (markup or {}).get("inline_keyboard", [])
-    return any(str(b.get("callback_data", "")).startswith("stop:") for row in rows for b in row)
 
 
 # Slack for the fake server's arrival times (client and server share one event loop).

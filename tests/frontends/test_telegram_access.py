@@ -167,9 +167,7 @@ async def test_sighup_reloads_a_running_bot_and_an_open_bot_is_warned_about(
     async with FakeTelegram() as tg:
         telegram = {"enabled": True, "token": tg.token, "base_url": tg.base_url, "admins": [ADMIN]}
         config = tmp_path / "config.toml"
-        # No 🔄 button: final_texts counts messages without buttons.
-        chat = {"regenerate_button": False}
-        tiny_model_config(config, folder, tmp_path / "bot.db", telegram=telegram, chat=chat)
+        tiny_model_config(config, folder, tmp_path / "bot.db", telegram=telegram)
         child = await asyncio.create_subprocess_exec(
             *bot_command("run", "--config", str(config)),
             cwd=REPO,
@@ -207,7 +205,6 @@ async def test_sighup_reloads_a_running_bot_and_an_open_bot_is_warned_about(
                 tmp_path / "bot.db",
                 telegram={**telegram, "allowed_users": [ALICE]},
                 model={"max_context_tokens": 2048},
-                chat=chat,
             )
             child.send_signal(signal.SIGHUP)
             reloaded = await logged("Config reloaded")
