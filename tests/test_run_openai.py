@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes.openai_api import FakeOpenAI, answer_steps
 from tests.fakes.telegram_api import FakeTelegram
 from tests.frontends.telegram_harness import final_texts
-from tests.support.configs import REPO, bot_env, write_config
+from tests.support.configs import REPO, bot_command, bot_env, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -58,12 +57,7 @@ async def test_run_with_the_openai_backend_answers_and_reports_it(tmp_path: Path
             },
         )
         bot = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            "--config",
-            str(config),
+            *bot_command("run", "--config", str(config)),
             cwd=REPO,
             env=bot_env(),
             stdout=asyncio.subprocess.PIPE,

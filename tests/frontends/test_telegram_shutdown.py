@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from bot.store.sqlite import SqliteStore
 from tests.fakes.telegram_api import FakeTelegram
-from tests.support.configs import REPO, bot_env, tiny_model_config
+from tests.support.configs import REPO, bot_command, bot_env, tiny_model_config
 from tests.support.looping import build_looping_model
 from tests.support.models import save_model_folder
 
@@ -37,14 +36,21 @@ async def stored(db: Path) -> list[Any]:
         return await store.query_messages()
 
 
+def endless_config(tg: FakeTelegram, folder: Path, tmp_path: Path, **sections: Any) -> Path:
+    """The endless model answering on the fake Bot API; `sections` add keys."""
+    return tiny_model_config(
+        tmp_path / "config.toml",
+        folder,
+        tmp_path / "bot.db",
+        generation={"max_new_tokens": 100_000},
+        telegram={"enabled": True, "token": tg.token, "base_url": tg.base_url},
+        **sections,
+    )
+
+
 async def start_bot(tg: FakeTelegram, config: Path, log: Path) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        "--config",
-        str(config),
+        *bot_command("run", "--config", str(config)),
         cwd=REPO,
         env=bot_env(),
         stdout=asyncio.subprocess.DEVNULL,
@@ -60,14 +66,7 @@ async def test_sigterm_mid_answer_lands_the_text_so_far_and_stores_it(
 ):
     db = tmp_path / "bot.db"
     async with FakeTelegram() as tg:
-        config = tiny_model_config(
-            tmp_path / "config.toml",
-            endless_folder,
-            db,
-            generation={"max_new_tokens": 100_000},
-            chat={"shutdown_grace_seconds": 2.0},
-            telegram={"enabled": True, "token": tg.token, "base_url": tg.base_url},
-        )
+        config = endless_config(tg, endless_folder, tmp_path, chat={"shutdown_grace_seconds": 2.0})
         log = tmp_path / "bot.log"
         process = await start_bot(tg, config, log)
         try:
@@ -108,14 +107,7 @@ async def test_sigterm_mid_answer_lands_the_text_so_far_and_stores_it(
 async def test_after_a_kill_the_chat_is_told_that_its_answer_was_cut(endless_folder, tmp_path):
     db = tmp_path / "bot.db"
     async with FakeTelegram() as tg:
-        config = tiny_model_config(
-            tmp_path / "config.toml",
-            endless_folder,
-            db,
-            generation={"max_new_tokens": 100_000},
-            storage={"checkpoint_seconds": 0.2},
-            telegram={"enabled": True, "token": tg.token, "base_url": tg.base_url},
-        )
+        config = endless_config(tg, endless_folder, tmp_path, storage={"checkpoint_seconds": 0.2})
         process = await start_bot(tg, config, tmp_path / "first.log")
         try:
             tg.push_text(USER, "Tell me a long story.")
