@@ -136,14 +136,26 @@ def test_a_restart_shows_and_resumes_the_dialogue(chatty_folder, tmp_path):
     assert second.num_prompt_tokens > first.num_prompt_tokens + 5
 
 
-def test_ctrl_c_stops_the_answer_without_quitting(endless_folder, tmp_path):
+def telling_a_long_story(
+    folder: Path, tmp_path: Path, **sections: Any
+) -> tuple[pexpect.spawn, Path, Path]:
+    """The console with the endless model, its answer streaming: (child, database, config)."""
     db = tmp_path / "bot.db"
     config = tiny_model_config(
-        tmp_path / "config.toml", endless_folder, db, generation={"max_new_tokens": 100_000}
+        tmp_path / "config.toml",
+        folder,
+        db,
+        generation={"max_new_tokens": 100_000},
+        **sections,
     )
     child, _ = start_console(config)
     child.sendline("Tell me a long story.")
     child.expect_exact(" and on and on")  # the answer is streaming
+    return child, db, config
+
+
+def test_ctrl_c_stops_the_answer_without_quitting(endless_folder, tmp_path):
+    child, db, _ = telling_a_long_story(endless_folder, tmp_path)
     child.sendintr()
     child.expect_exact("(Stopped.)")
     child.expect_exact(PROMPT)
@@ -221,13 +233,7 @@ def test_line_editing_and_the_sessions_earlier_lines(chatty_folder, tmp_path):
 
 
 def test_ctrl_d_during_an_answer_stops_it_and_quits(endless_folder, tmp_path):
-    db = tmp_path / "bot.db"
-    config = tiny_model_config(
-        tmp_path / "config.toml", endless_folder, db, generation={"max_new_tokens": 100_000}
-    )
-    child, _ = start_console(config)
-    child.sendline("Tell me a long story.")
-    child.expect_exact(" and on and on")  # the answer is streaming
+    child, db, _ = telling_a_long_story(endless_folder, tmp_path)
     child.sendeof()
     child.expect_exact("(Stopped.)")
     child.expect(pexpect.EOF)
@@ -269,17 +275,9 @@ def history(config: Path) -> list[dict[str, Any]]:
 
 
 def test_kill_9_mid_answer_keeps_the_text_so_far_as_interrupted(endless_folder, tmp_path):
-    db = tmp_path / "bot.db"
-    config = tiny_model_config(
-        tmp_path / "config.toml",
-        endless_folder,
-        db,
-        generation={"max_new_tokens": 100_000},
-        storage={"checkpoint_seconds": 0.2},
+    child, db, config = telling_a_long_story(
+        endless_folder, tmp_path, storage={"checkpoint_seconds": 0.2}
     )
-    child, _ = start_console(config)
-    child.sendline("Tell me a long story.")
-    child.expect_exact(" and on and on")  # the answer is streaming
     deadline = time.monotonic() + WAIT
     while not (saved := stored(db)[-1]).content.startswith("On and on"):
         assert time.monotonic() < deadline, "no checkpoint of the answer was written"
