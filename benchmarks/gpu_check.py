@@ -34,7 +34,7 @@ from bot.engine.ops import TorchOps
 from bot.engine.quant import linear_factory
 from bot.engine.quant.fp8 import dequantize_fp8, quantize_fp8
 from bot.engine.quant.int4 import dequantize_int4, quantize_int4
-from bot.engine.runner import ModelRunner
+from bot.engine.runner import ModelRunner, prefill_attention
 from bot.engine.scheduler import PrefillChunk
 
 FAILURES: list[str] = []
@@ -106,6 +106,22 @@ def check_kernels(fixture: Path) -> None:
         "kernel decode_attention bf16",
         error < 2e-2 and torch.isfinite(got).all().item(),
         f"rel err {error:.2e}",
+    )
+    # A prefill chunk that continues a cached prefix (turn 8 of a dialogue: ~500 new tokens
+    # over ~3,800 cached) against the explicit-mask attention it replaces.
+    cached, new = 3321, 505
+    q = rand(1, shape.num_heads, new, shape.head_dim)
+    keys, values = (rand(1, shape.num_kv_heads, cached + new, shape.head_dim) for _ in range(2))
+    allowed = (
+        torch.arange(cached + new, device=device)[None, :]
+        <= torch.arange(cached, cached + new, device=device)[:, None]
+    )
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), keys.float(), values.float(), attn_mask=allowed, enable_gqa=True
+    )
+    error = relative_error(prefill_attention(q, keys, values), want)
+    report(
+        "kernel prefill_attention after a cached prefix bf16", error < 2e-2, f"rel err {error:.2e}"
     )
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from bot.engine.base import EngineError
 from bot.engine.cache import CacheShape
@@ -226,7 +227,6 @@ class ModelRunner:
             [c.slot for c in chunks for _ in c.token_ids]
             + [self.cache_shape.num_slots] * num_padding
         )
-        masks = [self._chunk_mask(c) for c in chunks]
         hidden = F.embedding(ids, weights.embed)
         residual = None
         for index, layer in enumerate(weights.layers):
@@ -236,17 +236,12 @@ class ModelRunner:
             )
             outputs = []
             offset = 0
-            for chunk, mask in zip(chunks, masks, strict=True):
+            for chunk in chunks:
                 num = len(chunk.token_ids)
                 keys = self.k_cache[index, chunk.slot, :, : chunk.end][None]
                 values = self.v_cache[index, chunk.slot, :, : chunk.end][None]
-                out = _prefill_attention(
-                    q[offset : offset + num].transpose(0, 1)[None],
-                    keys,
-                    values,
-                    attn_mask=mask,
-                    is_causal=mask is None and num > 1,
-                    enable_gqa=True,
+                out = prefill_attention(
+                    q[offset : offset + num].transpose(0, 1)[None], keys, values
                 )
                 outputs.append(out[0].transpose(0, 1).reshape(num, shape.q_size))
                 offset += num
@@ -258,13 +253,6 @@ class ModelRunner:
         ends = self._to_device(list(itertools.accumulate(len(c.token_ids) for c in chunks)))
         last, _ = ops.add_rms_norm(hidden[ends - 1], residual[ends - 1], weights.norm)
         return weights.lm_head(last).float()
-
-    def _chunk_mask(self, chunk: PrefillChunk) -> torch.Tensor | None:
-        """None (plain causal) for a chunk at position 0; else attend to all earlier positions."""
-        if chunk.start == 0:
-            return None
-        query_pos = torch.arange(chunk.start, chunk.end, device=self.device)
-        return torch.arange(chunk.end, device=self.device)[None, :] <= query_pos[:, None]
 
     # ---- decode --------------------------------------------------------------------------
 
@@ -363,25 +351,24 @@ class ModelRunner:
         return StepTokens(host, event, num_prefill, num_decode)
 
 
-def _prefill_attention(
-    q: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    *,
-    attn_mask: torch.Tensor | None,
-    is_causal: bool,
-    enable_gqa: bool,
-) -> torch.Tensor:
-    """SDPA for a prefill chunk, never on cuDNN's backend.
+def prefill_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Causal attention of a prefill chunk's queries over its slot's keys, cached prefix included.
 
-    A chunk that continues a cached prefix needs an explicit mask. On an H200 such prefills
-    took up to a second the first time a new (query, key) length pair came up (cause not
-    confirmed; cuDNN's backend builds an execution plan per shape). Flash and memory-efficient
-    attention take any shape at once.
+    q is (1, heads, chunk, head_dim); keys and values (1, kv_heads, start + chunk, head_dim).
+    A chunk that continues a cached prefix (start > 0) is causal aligned to the bottom right:
+    query i sees keys up to start + i. Saying so with `causal_lower_right` instead of an explicit
+    boolean mask keeps it on flash attention (an explicit mask rules flash out, and cuDNN's
+    backend, which takes masks, built a plan for a second per new shape on an H200). Where no
+    fused kernel takes it (CPU), torch materializes the same mask.
     """
+    num, total = q.shape[-2], keys.shape[-2]
     with sdpa_kernel(_PREFILL_BACKENDS):
+        if num == total:
+            return F.scaled_dot_product_attention(
+                q, keys, values, is_causal=num > 1, enable_gqa=True
+            )
         return F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=enable_gqa
+            q, keys, values, attn_mask=causal_lower_right(num, total), enable_gqa=True
         )
 
 
