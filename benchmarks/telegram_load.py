@@ -61,7 +61,7 @@ from bot.engine.base import (
     Started,
     TextDelta,
 )
-from bot.frontends.telegram_ui import TelegramFrontend
+from bot.frontends.telegram_ui.frontend import TelegramFrontend
 from tests.fakes import telegram_api
 from tests.fakes.telegram_api import FakeTelegram, FloodLimits
 from tests.support import fixture_dir

@@ -248,8 +248,8 @@ def _live_settings(
 
 
 def _frontends(settings: Settings, app: object, live: LiveSettings, reloader: Reloader) -> list:
-    from bot.frontends.discord_access import is_open_to_everyone as discord_is_open
-    from bot.frontends.telegram_access import is_open_to_everyone as telegram_is_open
+    from bot.frontends.discord_ui.access import is_open_to_everyone as discord_is_open
+    from bot.frontends.telegram_ui.access import is_open_to_everyone as telegram_is_open
 
     frontends = []
     shared = {
@@ -259,13 +259,13 @@ def _frontends(settings: Settings, app: object, live: LiveSettings, reloader: Re
         "metrics": app.metrics,
     }
     if settings.telegram.enabled:
-        from bot.frontends.telegram_ui import TelegramFrontend
+        from bot.frontends.telegram_ui.frontend import TelegramFrontend
 
         frontends.append(TelegramFrontend(settings.telegram, app.service, **shared))
         if telegram_is_open(settings.telegram):
             log.warning(OPEN_TO_EVERYONE, "telegram", "allowed_users or allowed_chats")
     if settings.discord.enabled:
-        from bot.frontends.discord_ui import DiscordFrontend
+        from bot.frontends.discord_ui.frontend import DiscordFrontend
 
         frontends.append(DiscordFrontend(settings.discord, app.service, **shared))
         if discord_is_open(settings.discord):

@@ -5,7 +5,7 @@ Usage::
     async with FakeDiscord() as dc:
         alice = dc.add_user("alice")
         guild = dc.add_guild("Lab", members=[alice])
-        connector = await connector_for(dc.api_base, dc.token)  # bot.frontends.discord_connect
+        connector = await connector_for(dc.api_base, dc.token)  # bot.frontends.discord_ui.connect
         client = discord.Client(intents=..., connector=connector, guild_ready_timeout=0.1)
         ...  # start the client, wait for on_ready
         rec = await dc.slash(alice, "chat", prompt="hi", guild=guild)

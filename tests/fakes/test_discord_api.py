@@ -13,7 +13,7 @@ import pytest
 import yarl
 from discord import app_commands
 
-from bot.frontends.discord_connect import RedirectConnector, connector_for
+from bot.frontends.discord_ui.connect import RedirectConnector, connector_for
 
 from .discord_api import FakeDiscord
 from .discord_state import (

@@ -24,7 +24,7 @@ from bot.config import (
 )
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
-from bot.frontends.discord_ui import DiscordFrontend
+from bot.frontends.discord_ui.frontend import DiscordFrontend
 from bot.reload import LiveSettings
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_state import FakeGuild, FakeRole, FakeUser, MessageRecord

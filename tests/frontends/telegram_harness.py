@@ -22,7 +22,7 @@ from bot.config import (
 )
 from bot.engine.local import LocalEngine
 from bot.engine.runner import CacheShape, ModelRunner
-from bot.frontends.telegram_ui import TelegramFrontend
+from bot.frontends.telegram_ui.frontend import TelegramFrontend
 from bot.reload import LiveSettings, Reloader
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call

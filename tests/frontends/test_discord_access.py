@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED
-from bot.frontends.discord_commands import RELOAD_ADMINS_ONLY
+from bot.frontends.discord_ui.access import ADMINS_ONLY, NOT_ALLOWED
+from bot.frontends.discord_ui.commands import RELOAD_ADMINS_ONLY
 from tests.fakes.discord_state import CALLBACK_MESSAGE, InteractionRecord
 from tests.frontends.discord_harness import CALLBACK, is_done, running_bot, throttled
 from tests.support.models import build_scripted_model
@@ -33,7 +33,7 @@ async def refusal(dc: Any, rec: InteractionRecord) -> str:
 async def test_admin_commands_are_refused_privately_to_members(
     model, tokenizer, tmp_path, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.frontends.discord_commands")
+    caplog.set_level(logging.INFO, logger="bot.frontends.discord_ui.commands")
     async with running_bot(model, tokenizer, tmp_path, chat={"system_prompt": "Default."}) as bot:
         dc, guild = bot.dc, bot.guild
         channel_id = str(guild.default_channel.id)

@@ -11,8 +11,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from bot.config import ChatSettings, DiscordSettings
-from bot.frontends.discord_connect import GatewayLookupFailed
-from bot.frontends.discord_ui import DiscordFrontend
+from bot.frontends.discord_ui.connect import GatewayLookupFailed
+from bot.frontends.discord_ui.frontend import DiscordFrontend
 from tests.fakes.discord_api import GATEWAY_PATH, FakeDiscord
 from tests.fakes.http_proxy import HttpProxy
 from tests.frontends.discord_harness import (

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bot.config import ChatSettings, DiscordSettings
-from bot.frontends.discord_connect import GatewayLookupFailed
-from bot.frontends.discord_ui import DiscordFrontend
+from bot.frontends.discord_ui.connect import GatewayLookupFailed
+from bot.frontends.discord_ui.frontend import DiscordFrontend
 from tests.fakes.discord_api import FakeDiscord
 from tests.frontends.discord_harness import is_done, running_bot
 from tests.support.models import build_scripted_model

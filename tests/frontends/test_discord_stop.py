@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.discord_commands import RESTARTING
+from bot.frontends.discord_ui.commands import RESTARTING
 from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_UPDATE,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.telegram_commands import (
+from bot.frontends.telegram_ui.commands import (
     ADMINS_ONLY_RESET,
     ADMINS_ONLY_SYSTEM,
     ASK_USAGE,
@@ -86,7 +86,7 @@ async def test_reset_own_dialogue(scripted: Scripted, tokenizer: Any, tmp_path: 
 async def test_only_admins_reset_other_dialogues(
     scripted: Scripted, tokenizer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.frontends.telegram_commands")
+    caplog.set_level(logging.INFO, logger="bot.frontends.telegram_ui.commands")
     async with running_bot(scripted.model, tokenizer, tmp_path) as bot:
         tg = bot.tg
         tg.add_chat(GROUP)

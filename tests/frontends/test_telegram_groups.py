@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.telegram_commands import NOT_TEXT, UNKNOWN_COMMAND
+from bot.frontends.telegram_ui.commands import NOT_TEXT, UNKNOWN_COMMAND
 from bot.types import ChatKey
 from tests.frontends.telegram_harness import (
     ADMIN,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
+from bot.frontends.telegram_ui.pacers import ChatPacers, TelegramPacer
 from tests.render.helpers import FakeClock
 
 

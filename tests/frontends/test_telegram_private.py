@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.frontends.redact import REDACTED
-from bot.frontends.telegram_replies import CONTROL_TEXT
+from bot.frontends.telegram_ui.replies import CONTROL_TEXT
 from tests.frontends.backends import BACKENDS
 from tests.frontends.telegram_harness import (
     ANSWER,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.config import ChatSettings, ConfigError, TelegramSettings
-from bot.frontends.telegram_ui import TelegramFrontend
+from bot.frontends.telegram_ui.frontend import TelegramFrontend
 from tests.fakes.http_proxy import HttpProxy
 from tests.fakes.telegram_api import FakeTelegram
 from tests.frontends.telegram_harness import (

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.config import ChatSettings, ConfigError, TelegramSettings
-from bot.frontends.telegram_ui import TelegramFrontend, file_url_for
+from bot.frontends.telegram_ui.frontend import TelegramFrontend, file_url_for
 from tests.fakes.telegram_api import FakeTelegram
 
 OTHER_TOKEN = "987654321:" + "B" * 35

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from bot.frontends.redact import REDACTED
-from bot.frontends.telegram_replies import CLOSING_TEXT
-from bot.frontends.telegram_ui import ALLOWED_UPDATES
+from bot.frontends.telegram_ui.frontend import ALLOWED_UPDATES
+from bot.frontends.telegram_ui.replies import CLOSING_TEXT
 from tests.frontends.telegram_harness import (
     ANSWER,
     ANSWER_SHOWN,

@@ -17,9 +17,9 @@ from telegram.error import TelegramError
 
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
-from bot.frontends.telegram_notices import Notices
-from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
-from bot.frontends.telegram_sink import ChatTarget, Limiter, TelegramSink
+from bot.frontends.telegram_ui.notices import Notices
+from bot.frontends.telegram_ui.pacers import ChatPacers, TelegramPacer
+from bot.frontends.telegram_ui.sink import ChatTarget, Limiter, TelegramSink
 from bot.render.layout import ReasoningMode, TelegramLayout
 from bot.render.pacing import Clock
 from bot.render.stream import DeliveryFailed, StreamRenderer

@@ -23,8 +23,8 @@ from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, ConfigError, Settings, TelegramSettings
 from bot.frontends.redact import Redaction, url_password
-from bot.frontends.telegram_access import Access, BotIdentity, group_turn_text
-from bot.frontends.telegram_commands import (
+from bot.frontends.telegram_ui.access import Access, BotIdentity, group_turn_text
+from bot.frontends.telegram_ui.commands import (
     NOT_ALLOWED,
     NOT_TEXT,
     PLATFORM,
@@ -32,17 +32,17 @@ from bot.frontends.telegram_commands import (
     Commands,
     bot_commands,
 )
-from bot.frontends.telegram_notices import Notices
-from bot.frontends.telegram_pacers import ChatPacers
-from bot.frontends.telegram_replies import (
+from bot.frontends.telegram_ui.notices import Notices
+from bot.frontends.telegram_ui.pacers import ChatPacers
+from bot.frontends.telegram_ui.replies import (
     CONTINUE_PREFIX,
     REGENERATE_PREFIX,
     STOP_PREFIX,
     ReplyOptions,
     ReplyRunner,
 )
-from bot.frontends.telegram_request import CountingRequest, ErrorCounter
-from bot.frontends.telegram_turns import TurnReader
+from bot.frontends.telegram_ui.request import CountingRequest, ErrorCounter
+from bot.frontends.telegram_ui.turns import TurnReader
 from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import ChatPacer, Clock, SystemClock

@@ -13,13 +13,13 @@ from discord import app_commands
 from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, DiscordSettings, Settings
-from bot.frontends.discord_access import AccessPolicy
-from bot.frontends.discord_commands import DiscordHandlers
-from bot.frontends.discord_connect import connector_for, is_default_api_base
-from bot.frontends.discord_controls import AnswerButton, StopButton
-from bot.frontends.discord_replies import ReplyStreams
-from bot.frontends.discord_sink import NO_MENTIONS
-from bot.frontends.discord_turns import TurnReader
+from bot.frontends.discord_ui.access import AccessPolicy
+from bot.frontends.discord_ui.commands import DiscordHandlers
+from bot.frontends.discord_ui.connect import connector_for, is_default_api_base
+from bot.frontends.discord_ui.controls import AnswerButton, StopButton
+from bot.frontends.discord_ui.replies import ReplyStreams
+from bot.frontends.discord_ui.sink import NO_MENTIONS
+from bot.frontends.discord_ui.turns import TurnReader
 from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import Clock, SystemClock

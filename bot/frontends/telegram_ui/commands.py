@@ -10,10 +10,10 @@ from telegram import BotCommand, Message, User
 
 from bot.chat.service import ChatService
 from bot.chat.turn import NOT_SUPPORTED
-from bot.frontends.telegram_access import Access
-from bot.frontends.telegram_notices import Notices
-from bot.frontends.telegram_replies import ReplyRunner, is_group_chat, target_of
-from bot.frontends.telegram_turns import TurnReader
+from bot.frontends.telegram_ui.access import Access
+from bot.frontends.telegram_ui.notices import Notices
+from bot.frontends.telegram_ui.replies import ReplyRunner, is_group_chat, target_of
+from bot.frontends.telegram_ui.turns import TurnReader
 from bot.types import ChatError, ChatKey
 
 if TYPE_CHECKING:

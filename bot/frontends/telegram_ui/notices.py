@@ -7,9 +7,9 @@ import logging
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import TelegramError
 
-from bot.frontends.telegram_errors import translated
-from bot.frontends.telegram_pacers import ChatPacers, TelegramPacer
-from bot.frontends.telegram_sink import ChatTarget, Limiter
+from bot.frontends.telegram_ui.errors import translated
+from bot.frontends.telegram_ui.pacers import ChatPacers, TelegramPacer
+from bot.frontends.telegram_ui.sink import ChatTarget, Limiter
 from bot.render.pacing import Clock
 from bot.render.stream import RetryAfter, TransientSinkError
 

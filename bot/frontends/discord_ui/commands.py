@@ -12,11 +12,11 @@ from discord import app_commands
 
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
-from bot.frontends.discord_access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
-from bot.frontends.discord_controls import answer_view, stop_view
-from bot.frontends.discord_replies import ReplyStreams
-from bot.frontends.discord_sink import NO_MENTIONS, DiscordSink
-from bot.frontends.discord_turns import TurnReader
+from bot.frontends.discord_ui.access import ADMINS_ONLY, NOT_ALLOWED, AccessPolicy, Caller
+from bot.frontends.discord_ui.controls import answer_view, stop_view
+from bot.frontends.discord_ui.replies import ReplyStreams
+from bot.frontends.discord_ui.sink import NO_MENTIONS, DiscordSink
+from bot.frontends.discord_ui.turns import TurnReader
 from bot.types import ChatError, ChatKey, ReplyStatus
 
 if TYPE_CHECKING:

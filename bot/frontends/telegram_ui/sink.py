@@ -14,13 +14,13 @@ from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParamet
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, EndPointNotFound, TelegramError
 
-from bot.frontends.telegram_errors import (
+from bot.frontends.telegram_ui.errors import (
     is_entity_error,
     is_message_gone,
     is_not_modified,
     translated,
 )
-from bot.frontends.telegram_pacers import TelegramPacer
+from bot.frontends.telegram_ui.pacers import TelegramPacer
 from bot.render.stream import TransientSinkError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The Discord front-end (discord.py): one module per concern; `frontend` wires them."""
