@@ -3,107 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.chat.limits import MessageRate
-from bot.chat.prompt import PromptBuilder, PromptMessage
+from bot.chat.prompt import Prompt, PromptBuilder, PromptMessage
 from bot.chat.reasoning import ReasoningSplitter
+from bot.chat.reply import Reply
 from bot.config import ChatSettings, GenerationSettings
 from bot.engine.base import (
     Engine,
     EngineBusy,
     EngineError,
-    Finished,
-    FinishReason,
     GenerationRequest,
     GenerationStream,
     SamplingParams,
-    TextDelta,
 )
-from bot.types import (
-    AnswerDelta,
-    ChatError,
-    ChatKey,
-    Queued,
-    ReasoningDelta,
-    ReplyEvent,
-    ReplyFinished,
-    ReplyStatus,
-    Started,
-)
+from bot.types import ChatError, ChatKey, ReplyFinished
+
+__all__ = ["TRIMMED_NOTE", "ChatService", "Reply", "SystemPrompt"]
 
 log = logging.getLogger(__name__)
-
-_STATUS_OF = {
-    FinishReason.EOS: ReplyStatus.COMPLETE,
-    FinishReason.STOP: ReplyStatus.COMPLETE,
-    FinishReason.LENGTH: ReplyStatus.LENGTH,
-    FinishReason.CANCELLED: ReplyStatus.STOPPED,
-    FinishReason.TIMEOUT: ReplyStatus.TIMEOUT,
-    FinishReason.SHUTDOWN: ReplyStatus.INTERRUPTED,
-    FinishReason.ERROR: ReplyStatus.FAILED,
-}
-
 
 TRIMMED_NOTE = (
     "(Older messages of this dialogue no longer fit the model's context and are not seen by "
     "it any more; /reset starts a fresh one.)"
 )
 _MAX_REMEMBERED_DIALOGUES = 100_000
-
-
-class Reply:
-    """The events of one answer; iterate it. The answer is stored whether or not anyone listens."""
-
-    def __init__(self, key: ChatKey) -> None:
-        self.key = key
-        self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
-        self._task: asyncio.Task[ReplyFinished] | None = None
-        self._stream: GenerationStream | None = None
-        # The row in the store that this answer streams into (checkpointed while it runs).
-        self.reply_id: int | None = None
-        # Said once per dialogue, with the first answer whose prompt left older turns out.
-        self.context_note: str | None = None
-        self._is_interrupted = False
-        self._is_done = False
-        self._is_settled = asyncio.Event()  # start_reply has finished: running, or refused
-
-    def __aiter__(self) -> AsyncIterator[ReplyEvent]:
-        return self
-
-    async def __anext__(self) -> ReplyEvent:
-        if self._is_done:
-            raise StopAsyncIteration
-        event = await self._events.get()
-        if isinstance(event, ReplyFinished):
-            self._is_done = True
-        return event
-
-    def stop(self) -> None:
-        """The user asked to stop: the engine stops generating at its next step."""
-        if self._stream is not None:
-            self._stream.cancel()
-
-    def interrupt(self) -> None:
-        """The bot is shutting down: stop, and store the reply as interrupted."""
-        self._is_interrupted = True
-        self.stop()
-
-    async def finished(self) -> ReplyFinished:
-        """Wait until the reply is stored; returns its final event."""
-        assert self._task is not None
-        return await asyncio.shield(self._task)
-
-    async def _settled(self) -> None:
-        """Wait until it was refused, or (if it started) until it is stored."""
-        await self._is_settled.wait()
-        if self._task is not None:
-            await self.finished()
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +122,13 @@ class ChatService:
         return await self._start(key, "", is_regenerate=True)
 
     async def _start(self, key: ChatKey, text: str, *, is_regenerate: bool) -> Reply:
-        reply = Reply(key)
+        reply = Reply(
+            key,
+            self._store,
+            checkpoint_seconds=self._checkpoint_seconds,
+            timeout_seconds=self._generation.timeout_seconds,
+            on_done=self._reply_done,
+        )
         self._active[key] = reply  # claimed before any await, so a second message is refused
         try:
             history = await self._store.history(key)
@@ -207,47 +142,52 @@ class ChatService:
             )
             if prompt.num_dropped_messages and history:
                 reply.context_note = self._first_trim_note(history[0].conversation_id)
-            request = GenerationRequest(
-                prompt_ids=prompt.token_ids,
-                params=SamplingParams(
-                    max_new_tokens=prompt.max_new_tokens,
-                    temperature=self._generation.temperature,
-                    top_p=self._generation.top_p,
-                    stop=self._generation.stop,
-                    timeout_seconds=self._generation.timeout_seconds,
-                ),
-                owner=str(key),
-                messages=prompt.messages,  # what a chat-completions server takes instead
-            )
-            try:
-                stream = self._engine.submit(request)
-            except EngineBusy:
-                raise ChatError("I'm very busy right now; please try again in a minute.") from None
-            except EngineError as exc:
-                raise ChatError(f"I can't answer right now: {exc}") from None
-            reply._stream = stream
-            try:
-                if is_regenerate:
-                    await self._store.supersede_last_answer(key)
-                else:
-                    await self._store.add_user_message(key, text)
-                # A 'streaming' row from the start: a killed bot leaves it (with the last
-                # checkpoint's text) for recover_interrupted to turn into 'interrupted'.
-                reply.reply_id = await self._store.begin_reply(key)
-            except BaseException:
-                stream.cancel()
-                raise
+            reply.attach(self._submit(key, prompt))
+            if is_regenerate:
+                await self._store.supersede_last_answer(key)
+            else:
+                await self._store.add_user_message(key, text)
+            # A 'streaming' row from the start: a killed bot leaves it (with the last
+            # checkpoint's text) for recover_interrupted to turn into 'interrupted'.
+            reply_id = await self._store.begin_reply(key)
         except BaseException:
             del self._active[key]
-            reply._is_settled.set()
+            reply.refuse()
             raise
         self._rate.take((key.platform, key.user_id))  # accepted: it counts against the rate
-        if reply._is_interrupted:
-            stream.cancel()  # shutdown began while it was starting: it ends as interrupted
-        splitter = ReasoningSplitter(starts_in_reasoning=prompt.opens_reasoning)
-        reply._task = asyncio.create_task(self._run(reply, stream, splitter), name=f"reply {key}")
-        reply._is_settled.set()
+        reply.begin(reply_id, ReasoningSplitter(starts_in_reasoning=prompt.opens_reasoning))
         return reply
+
+    def _submit(self, key: ChatKey, prompt: Prompt) -> GenerationStream:
+        request = GenerationRequest(
+            prompt_ids=prompt.token_ids,
+            params=SamplingParams(
+                max_new_tokens=prompt.max_new_tokens,
+                temperature=self._generation.temperature,
+                top_p=self._generation.top_p,
+                stop=self._generation.stop,
+                timeout_seconds=self._generation.timeout_seconds,
+            ),
+            owner=str(key),
+            messages=prompt.messages,  # what a chat-completions server takes instead
+        )
+        try:
+            return self._engine.submit(request)
+        except EngineBusy:
+            raise ChatError("I'm very busy right now; please try again in a minute.") from None
+        except EngineError as exc:
+            raise ChatError(f"I can't answer right now: {exc}") from None
+
+    def _reply_done(self, reply: Reply, final: ReplyFinished) -> None:
+        """A reply is stored: the user may send the next message; the metrics count it."""
+        if self._active.get(reply.key) is reply:
+            del self._active[reply.key]
+        if self._on_reply is None:
+            return
+        try:
+            self._on_reply(reply.key.platform, final)
+        except Exception:  # counting must never cost a user their answer
+            log.exception("reply %s: reporting it to the metrics failed", reply.key)
 
     async def set_reply_location(self, reply: Reply, location: str) -> None:
         """Remember where a front-end shows `reply` (its own string), for a restart to edit."""
@@ -275,73 +215,7 @@ class ChatService:
         replies = list(self._active.values())
         for reply in replies:
             reply.interrupt()
-        await asyncio.gather(*(r._settled() for r in replies), return_exceptions=True)
-
-    async def _run(
-        self, reply: Reply, stream: GenerationStream, splitter: ReasoningSplitter
-    ) -> ReplyFinished:
-        answer: list[str] = []
-        reasoning: list[str] = []
-
-        def publish(events: list[ReasoningDelta | AnswerDelta]) -> None:
-            for event in events:
-                (reasoning if isinstance(event, ReasoningDelta) else answer).append(event.text)
-                reply._events.put_nowait(event)
-
-        finished: Finished | None = None
-        is_done = asyncio.Event()
-        checkpoints = asyncio.create_task(
-            self._checkpoint_until(is_done, reply, answer, reasoning),
-            name=f"checkpoints {reply.key}",
-        )
-        try:
-            async for event in stream:
-                if isinstance(event, Queued | Started):
-                    reply._events.put_nowait(event)
-                elif isinstance(event, TextDelta):
-                    publish(splitter.push(event.text))
-                elif isinstance(event, Finished):
-                    finished = event
-        except asyncio.CancelledError:
-            stream.cancel()
-            reply._is_interrupted = True
-        except Exception:
-            log.exception("reply %s: engine stream failed", reply.key)
-        finally:
-            # Not cancelled: a checkpoint write under way finishes, then the loop ends.
-            is_done.set()
-        publish(splitter.flush())
-        final = self._final_event(reply, finished, "".join(answer), "".join(reasoning))
-        try:
-            await asyncio.shield(checkpoints)  # a checkpoint under way lands before the end
-            await self._store_reply(reply, final)
-        finally:
-            self._active.pop(reply.key, None)
-            reply._events.put_nowait(final)
-            self._log_reply(reply.key, final, finished)
-            self._report(reply.key, final)
-        return final
-
-    def _final_event(
-        self, reply: Reply, finished: Finished | None, answer: str, reasoning: str
-    ) -> ReplyFinished:
-        if reply._is_interrupted:
-            status = ReplyStatus.INTERRUPTED
-        elif finished is None:
-            status = ReplyStatus.FAILED
-        else:
-            status = _STATUS_OF[finished.reason]
-        return ReplyFinished(
-            status=status,
-            answer=answer.strip(),
-            reasoning=reasoning.strip(),
-            note=" ".join(filter(None, (self._note(status, finished), reply.context_note))) or None,
-            num_prompt_tokens=finished.num_prompt_tokens if finished else 0,
-            num_generated_tokens=finished.num_generated_tokens if finished else 0,
-            first_token_seconds=finished.first_token_seconds if finished else None,
-            total_seconds=finished.total_seconds if finished else 0.0,
-            num_reused_tokens=finished.num_reused_tokens if finished else 0,
-        )
+        await asyncio.gather(*(r.settled() for r in replies), return_exceptions=True)
 
     def _first_trim_note(self, conversation_id: int) -> str | None:
         """TRIMMED_NOTE the first time a dialogue outgrows the context; None after that."""
@@ -351,95 +225,6 @@ class ChatService:
         if len(self._told_trimmed) > _MAX_REMEMBERED_DIALOGUES:
             self._told_trimmed.pop(next(iter(self._told_trimmed)))  # the oldest one
         return TRIMMED_NOTE
-
-    def _note(self, status: ReplyStatus, finished: Finished | None) -> str | None:
-        if status is ReplyStatus.COMPLETE:
-            return None
-        if status is ReplyStatus.LENGTH:
-            count = finished.num_generated_tokens if finished else 0
-            return f"(The answer was cut off at the length limit of {count} tokens.)"
-        if status is ReplyStatus.STOPPED:
-            return "(Stopped.)"
-        if status is ReplyStatus.TIMEOUT:
-            return f"(Stopped: the answer took longer than {self._generation.timeout_seconds:g} s.)"
-        if status is ReplyStatus.INTERRUPTED:
-            return "(Interrupted: the bot is restarting. Send your message again in a moment.)"
-        error = finished.error if finished and finished.error else "an internal error"
-        return f"(Sorry, something went wrong: {error}.)"
-
-    async def _checkpoint_until(
-        self, is_done: asyncio.Event, reply: Reply, answer: list[str], reasoning: list[str]
-    ) -> None:
-        """Save the text so far every checkpoint_seconds while the answer streams.
-
-        A timer, not a write per token: the store batches the writes of all answers, and the
-        token loop never waits on the disk. Failures are logged; the next checkpoint retries.
-        """
-        saved = (0, 0)
-        while not is_done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(is_done.wait(), self._checkpoint_seconds)
-            sizes = (len(answer), len(reasoning))
-            if is_done.is_set() or sizes == saved or reply.reply_id is None:
-                continue  # done: finish_reply stores the whole text
-            try:
-                await self._store.checkpoint_reply(
-                    reply.reply_id, "".join(answer), "".join(reasoning)
-                )
-                saved = sizes
-            except Exception:
-                log.warning("reply %s: checkpoint failed", reply.key, exc_info=True)
-
-    async def _store_reply(self, reply: Reply, final: ReplyFinished) -> None:
-        # Shielded: a cancelled front-end must not lose what the model already wrote.
-        if reply.reply_id is None:
-            return
-        await asyncio.shield(
-            self._store.finish_reply(
-                reply.reply_id,
-                answer=final.answer,
-                reasoning=final.reasoning,
-                status=final.status,
-                num_prompt_tokens=final.num_prompt_tokens,
-                num_generated_tokens=final.num_generated_tokens,
-                first_token_seconds=final.first_token_seconds,
-                total_seconds=final.total_seconds,
-            )
-        )
-
-    def _report(self, key: ChatKey, final: ReplyFinished) -> None:
-        if self._on_reply is None:
-            return
-        try:
-            self._on_reply(key.platform, final)
-        except Exception:  # counting must never cost a user their answer
-            log.exception("reply %s: reporting it to the metrics failed", key)
-
-    @staticmethod
-    def _log_reply(key: ChatKey, final: ReplyFinished, finished: Finished | None) -> None:
-        decode_rate = 0.0
-        if (
-            finished
-            and finished.first_token_seconds is not None
-            and finished.num_generated_tokens > 1
-        ):
-            decode_time = finished.total_seconds - finished.first_token_seconds
-            decode_rate = (
-                (finished.num_generated_tokens - 1) / decode_time if decode_time > 0 else 0.0
-            )
-        log.info(
-            "reply %s status=%s prompt=%d reused=%d generated=%d queued=%.2fs first_token=%s "
-            "total=%.2fs decode=%.1f tok/s",
-            key,
-            final.status,
-            final.num_prompt_tokens,
-            finished.num_reused_tokens if finished else 0,
-            final.num_generated_tokens,
-            finished.queued_seconds if finished else 0.0,
-            "-" if final.first_token_seconds is None else f"{final.first_token_seconds:.2f}s",
-            final.total_seconds,
-            decode_rate,
-        )
 
     # ---- dialogue administration ---------------------------------------------------------
 

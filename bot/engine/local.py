@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from bot.engine.base import (
@@ -29,39 +29,25 @@ from bot.engine.cache import ReuseStats, SlotTable
 from bot.engine.runner import ModelRunner
 from bot.engine.scheduler import PREFILL_TOKENS_PER_ITERATION, Scheduler
 from bot.engine.worker import Cancel, InboxMessage, Stop, Submit, Worker
+from bot.streams import EventQueue
 
 log = logging.getLogger(__name__)
 
 
-class _Stream:
+class _Stream(EventQueue[EngineEvent]):
     """The asyncio side of one request: events arrive via call_soon_threadsafe."""
 
     def __init__(self, engine: LocalEngine, request_id: int) -> None:
+        super().__init__(lambda event: isinstance(event, Finished))
         self._engine = engine
         self._request_id = request_id
-        self._events: asyncio.Queue[EngineEvent] = asyncio.Queue()
-        self._is_done = False
-
-    def __aiter__(self) -> AsyncIterator[EngineEvent]:
-        return self
-
-    async def __anext__(self) -> EngineEvent:
-        if self._is_done:
-            raise StopAsyncIteration
-        event = await self._events.get()
-        if isinstance(event, Finished):
-            self._is_done = True
-        return event
 
     def cancel(self) -> None:
-        if not self._is_done:
+        if not self.is_done:
             self._engine.cancel(self._request_id)
 
     async def aclose(self) -> None:
         self.cancel()
-
-    def put(self, event: EngineEvent) -> None:
-        self._events.put_nowait(event)
 
 
 class LocalEngine:

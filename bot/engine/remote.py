@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ from bot.engine.openai_wire import (
     read_events,
     refusal,
 )
+from bot.streams import EventQueue
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class _Job(StreamProgress):
     started_at: float | None = None
 
     def emit(self, event: EngineEvent) -> None:
-        self.stream._put(event)
+        self.stream.put(event)
 
     def finished(self, reason: FinishReason, error: str | None, now: float) -> Finished:
         """The stream's last event, with the server's token counts where it sent them."""
@@ -110,25 +111,13 @@ class _Job(StreamProgress):
         )
 
 
-class _RemoteStream:
+class _RemoteStream(EventQueue[EngineEvent]):
     """The events of one request; it ends after Finished."""
 
     def __init__(self, engine: OpenAIEngine) -> None:
+        super().__init__(lambda event: isinstance(event, Finished))
         self._engine = engine
-        self._events: asyncio.Queue[EngineEvent] = asyncio.Queue()
-        self._is_done = False
         self._job: _Job | None = None
-
-    def __aiter__(self) -> AsyncIterator[EngineEvent]:
-        return self
-
-    async def __anext__(self) -> EngineEvent:
-        if self._is_done:
-            raise StopAsyncIteration
-        event = await self._events.get()
-        if isinstance(event, Finished):
-            self._is_done = True
-        return event
 
     def cancel(self) -> None:
         if self._job is not None:
@@ -136,9 +125,6 @@ class _RemoteStream:
 
     async def aclose(self) -> None:
         self.cancel()
-
-    def _put(self, event: EngineEvent) -> None:
-        self._events.put_nowait(event)
 
 
 class OpenAIEngine:
