@@ -107,6 +107,13 @@ class Metrics:
             ["platform", "source"],
             registry=self.registry,
         )
+        self._prefix_lookups = Counter(
+            "bot_prefix_lookups",
+            "Finished replies by whether their prompt found the dialogue's KV of its previous "
+            "turn still cached (hit) or was prefilled whole (miss).",
+            ["platform", "result"],
+            registry=self.registry,
+        )
         self._generated_tokens = Counter(
             "bot_generated_tokens",
             "Tokens the model generated (reasoning included), by platform.",
@@ -145,6 +152,8 @@ class Metrics:
             self._generated_tokens.labels(platform)
             for source in ("reused", "computed"):
                 self._prompt_tokens.labels(platform, source)
+            for result in ("hit", "miss"):
+                self._prefix_lookups.labels(platform, result)
             for status in ReplyStatus:
                 self._replies.labels(platform, status.value)
             for kind in PlatformErrorKind:
@@ -177,6 +186,8 @@ class Metrics:
     def observe_finished(self, platform: str, final: ReplyFinished) -> None:
         """observe_reply from a reply's final event, and its prompt tokens (reused or not)."""
         reused = min(final.num_reused_tokens, final.num_prompt_tokens)
+        if final.num_prompt_tokens:  # 0: it never reached the engine (nothing was looked up)
+            self._prefix_lookups.labels(platform, "hit" if reused else "miss").inc()
         if reused:
             self._prompt_tokens.labels(platform, "reused").inc(reused)
         if final.num_prompt_tokens > reused:

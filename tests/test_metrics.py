@@ -22,6 +22,7 @@ SERIES = {
     "bot_replies_total",
     "bot_generated_tokens_total",
     "bot_prompt_tokens_total",
+    "bot_prefix_lookups_total",
     "bot_queue_depth",
     "bot_active_generations",
     "bot_time_to_first_token_seconds",
@@ -249,3 +250,5 @@ async def test_prompt_tokens_are_counted_as_reused_or_computed():
     telegram = ("platform", "telegram")
     assert got[("bot_prompt_tokens_total", (telegram, ("source", "reused")))] == 900
     assert got[("bot_prompt_tokens_total", (telegram, ("source", "computed")))] == 1100
+    assert got[("bot_prefix_lookups_total", (telegram, ("result", "hit")))] == 1
+    assert got[("bot_prefix_lookups_total", (telegram, ("result", "miss")))] == 1
