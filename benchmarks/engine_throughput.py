@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.config import EngineSettings, ModelSettings
 from bot.engine.base import Finished, GenerationRequest, SamplingParams
-from bot.engine.cache import CacheShape
-from bot.engine.loading import load_tokenizer, load_weights, size_cache, weights_bytes
+from bot.engine.cache import CacheShape, size_cache
+from bot.engine.factory import free_gpu_bytes
+from bot.engine.loading import load_tokenizer, load_weights, weights_bytes
 from bot.engine.local import LocalEngine
 from bot.engine.runner import ModelRunner
 from bot.engine.scheduler import PrefillChunk
@@ -506,7 +507,12 @@ async def bench_precision(args, precision: str, tokenizer, report: dict) -> dict
     bandwidth = report["memory_bandwidth_tb_s"] * 1e12
     entry["physical_limit_single_stream_tokens_per_s"] = bandwidth / read
     # What the bot would choose by default on this GPU (sizing only, nothing allocated).
-    shape = size_cache(weights, ModelSettings(), EngineSettings())
+    shape = size_cache(
+        bytes_per_token=weights.shape.kv_bytes_per_token(weights.dtype),
+        max_context_tokens=ModelSettings().max_context_tokens,
+        engine=EngineSettings(),
+        free_gpu_bytes=free_gpu_bytes(weights.device),
+    )
     entry["default_cache_shape"] = {"slots": shape.num_slots, "slot_tokens": shape.slot_tokens}
     entry["ours"] = await bench_ours(weights, tokenizer, args.gap)
     entry["graph_only_32"] = graph_only_rate(weights, 32)

@@ -11,14 +11,21 @@ a reset or trimmed history is a plain miss.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.config import EngineSettings
 from bot.engine.base import EngineError
+
+log = logging.getLogger(__name__)
 
 # The length granularity of a slot: keeps decode length buckets aligned.
 _SLOT_ALIGNMENT = 64
 _MAX_DEFAULT_SLOTS = 64
+# Kept free beside the KV cache for activations, logits, sampling buffers and CUDA graphs.
+_GPU_HEADROOM_BYTES = 3 * 1024**3
+_CPU_DEFAULT_SLOTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,36 @@ def default_cache_shape(
     if slot_tokens >= _SLOT_ALIGNMENT:
         slot_tokens = slot_tokens // _SLOT_ALIGNMENT * _SLOT_ALIGNMENT
     return CacheShape(num_slots=slots, slot_tokens=max(1, slot_tokens))
+
+
+def size_cache(
+    *,
+    bytes_per_token: int,
+    max_context_tokens: int,
+    engine: EngineSettings,
+    free_gpu_bytes: int | None,
+) -> CacheShape:
+    """Slots and slot length for the KV cache: from `[engine]`, else from the free GPU memory
+    (`free_gpu_bytes`, read after the weights loaded; None on the CPU)."""
+    if engine.kv_cache_tokens:
+        budget = engine.kv_cache_tokens
+    elif free_gpu_bytes is not None:
+        usable = max(0, free_gpu_bytes - _GPU_HEADROOM_BYTES) * engine.kv_cache_memory_fraction
+        budget = int(usable // bytes_per_token)
+    else:
+        budget = (engine.max_batch_size or _CPU_DEFAULT_SLOTS) * max_context_tokens
+    shape = default_cache_shape(
+        max_context_tokens=max_context_tokens,
+        kv_budget_tokens=budget,
+        max_batch_size=engine.max_batch_size,
+    )
+    log.info(
+        "KV cache: %d slots x %d tokens (%.2f GiB)",
+        shape.num_slots,
+        shape.slot_tokens,
+        shape.num_slots * shape.slot_tokens * bytes_per_token / 1024**3,
+    )
+    return shape
 
 
 @dataclass(frozen=True, slots=True)

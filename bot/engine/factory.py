@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bot.config import Settings
+from bot.engine.cache import size_cache
 from bot.engine.local import LocalEngine
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,6 @@ def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
         load_tokenizer,
         load_weights,
         resolve_device,
-        size_cache,
     )
     from bot.engine.runner import ModelRunner
 
@@ -37,7 +39,12 @@ def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
     )
     tokenizer = load_tokenizer(settings.model)
     weights = load_weights(settings.model)
-    shape = size_cache(weights, settings.model, settings.engine)
+    shape = size_cache(
+        bytes_per_token=weights.shape.kv_bytes_per_token(weights.dtype),
+        max_context_tokens=settings.model.max_context_tokens,
+        engine=settings.engine,
+        free_gpu_bytes=free_gpu_bytes(weights.device),
+    )
     runner = ModelRunner(
         weights, shape, use_cuda_graphs=settings.engine.cuda_graphs, seed=settings.engine.seed
     )
@@ -49,3 +56,11 @@ def build_local_engine(settings: Settings) -> tuple[Any, LocalEngine]:
         prefix_reuse=settings.engine.prefix_reuse,
     )
     return tokenizer, engine
+
+
+def free_gpu_bytes(device: torch.device) -> int | None:
+    """GPU memory free now on `device` (what the KV cache may take); None off the GPU."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return free

@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 
-from bot.config import EngineSettings, ModelSettings
+from bot.config import ModelSettings
 from bot.engine.base import EngineError
-from bot.engine.cache import CacheShape, default_cache_shape
 from bot.engine.model import DecoderWeights, LayerWeights, ModelShape
 from bot.engine.quant import HUMMING, Kernels, linear_factory
 from bot.engine.quant.plain import PlainLinear
@@ -28,9 +27,6 @@ from bot.engine.quant.plain import PlainLinear
 log = logging.getLogger(__name__)
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-# Kept free beside the KV cache for activations, logits, sampling buffers and CUDA graphs.
-_GPU_HEADROOM_BYTES = 3 * 1024**3
-_CPU_DEFAULT_SLOTS = 4
 _INT4_MIN_CAPABILITY = (7, 5)  # humming's tensor-core kernels: Turing and newer
 _FP8_MIN_CAPABILITY = (8, 9)  # FP8 formats: Ada, Hopper, Blackwell
 
@@ -353,32 +349,6 @@ class _Checkpoint:
                 safe_open(self._folder / filename, framework="pt", device=device)
             )
         return self._files[filename]
-
-
-def size_cache(
-    weights: DecoderWeights, model_settings: ModelSettings, engine: EngineSettings
-) -> CacheShape:
-    """Slots and slot length for the KV cache: from config, else from the free GPU memory."""
-    per_token = weights.shape.kv_bytes_per_token(weights.dtype)
-    context = model_settings.max_context_tokens
-    if engine.kv_cache_tokens:
-        budget = engine.kv_cache_tokens
-    elif weights.device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(weights.device)
-        usable = max(0, free - _GPU_HEADROOM_BYTES) * engine.kv_cache_memory_fraction
-        budget = int(usable // per_token)
-    else:
-        budget = (engine.max_batch_size or _CPU_DEFAULT_SLOTS) * context
-    shape = default_cache_shape(
-        max_context_tokens=context, kv_budget_tokens=budget, max_batch_size=engine.max_batch_size
-    )
-    log.info(
-        "KV cache: %d slots x %d tokens (%.2f GiB)",
-        shape.num_slots,
-        shape.slot_tokens,
-        shape.num_slots * shape.slot_tokens * per_token / 1024**3,
-    )
-    return shape
 
 
 def eos_token_ids(settings: ModelSettings, tokenizer: Any) -> set[int]:

@@ -11,7 +11,7 @@ import torch
 from bot.config import EngineSettings, ModelSettings
 from bot.engine import loading
 from bot.engine.base import EngineError, FinishReason, GenerationRequest, SamplingParams
-from bot.engine.cache import CacheShape
+from bot.engine.cache import CacheShape, size_cache
 from bot.engine.local import LocalEngine
 from bot.engine.model import DecoderWeights
 from bot.engine.quant.fp8 import dequantize_fp8, quantize_fp8
@@ -211,10 +211,28 @@ def test_a_hub_id_with_local_files_only_names_that_setting():
         (0, 3, CacheShape(num_slots=3, slot_tokens=2048)),
     ],
 )
-def test_size_cache_from_config(random_weights, kv_cache_tokens, max_batch_size, expected):
-    model_settings = ModelSettings(quantization="none", max_context_tokens=2048)
+def test_size_cache_from_config(kv_cache_tokens, max_batch_size, expected):
     engine_settings = EngineSettings(kv_cache_tokens=kv_cache_tokens, max_batch_size=max_batch_size)
-    assert loading.size_cache(random_weights, model_settings, engine_settings) == expected
+    shape = size_cache(
+        bytes_per_token=1024,
+        max_context_tokens=2048,
+        engine=engine_settings,
+        free_gpu_bytes=None,
+    )
+    assert shape == expected
+
+
+def test_size_cache_from_free_gpu_memory():
+    # 3 GiB headroom kept, then 85 % of the rest: 10 GiB free at 160 KiB a token.
+    shape = size_cache(
+        bytes_per_token=160 * 1024,
+        max_context_tokens=16384,
+        engine=EngineSettings(),
+        free_gpu_bytes=13 * 1024**3,
+    )
+    budget = int(10 * 1024**3 * 0.85 // (160 * 1024))
+    assert shape.num_slots == budget // 16384
+    assert shape.slot_tokens == 16384
 
 
 def test_eos_ids_come_from_the_generation_config_and_the_tokenizer(random_model_folder, tokenizer):
@@ -258,7 +276,12 @@ async def test_a_saved_folder_loads_on_the_cpu_and_serves(
     attn = random_model.model.layers[0].self_attn
     fused = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
     assert torch.equal(weights.layers[0].qkv.weight, fused)  # QKV fused into one matmul
-    shape = loading.size_cache(weights, settings, EngineSettings(max_batch_size=2))
+    shape = size_cache(
+        bytes_per_token=weights.shape.kv_bytes_per_token(weights.dtype),
+        max_context_tokens=settings.max_context_tokens,
+        engine=EngineSettings(max_batch_size=2),
+        free_gpu_bytes=None,
+    )
     assert shape == CacheShape(num_slots=2, slot_tokens=256)
 
     prompt = chat_prompt(loaded_tokenizer, "你好")
