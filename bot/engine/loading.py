@@ -3,7 +3,8 @@
 Weights are read straight from the checkpoint's safetensors, one layer at a time: each layer's
 16-bit weights go to the device, QKV and gate/up are fused, the result is quantized and the
 16-bit copy dropped. So a GPU never holds more than one layer in 16 bits beside the quantized
-model, and every quantization starts from the checkpoint's own weights.
+model, and every quantization starts from the checkpoint's own weights. A checkpoint already
+quantized to 4 bits (GPTQ, AWQ: bot/engine/quant/prequantized.py) loads as it is instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from bot.engine.base import EngineError
 from bot.engine.model import DecoderWeights, LayerWeights, ModelShape
 from bot.engine.quant import HUMMING, Kernels, linear_factory
 from bot.engine.quant.plain import PlainLinear
+from bot.engine.quant.prequantized import (
+    PrequantizedFormat,
+    check_quantization,
+    detect_format,
+    prequantized_factory,
+    read_fused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +182,12 @@ def check_gpu_fit(settings: ModelSettings, *, free_bytes: int | None = None) -> 
     if device.type != "cuda":
         return "no GPU: the fit check is skipped"
     dtype = resolve_dtype(settings, device)
-    shape = ModelShape.from_config(model_config(settings))
+    config = model_config(settings)
+    shape = ModelShape.from_config(config)
     quantization = resolve_quantization(settings, device, dtype)
+    prequantized = detect_format(config)
+    if prequantized is not None:
+        check_quantization(prequantized, settings.quantization, quantization)
     if free_bytes is None:
         free_bytes, _total = torch.cuda.mem_get_info(device)
     fit = check_fit(
@@ -212,19 +224,23 @@ def load_weights(settings: ModelSettings, *, kernels: Kernels = "device") -> Dec
     config = model_config(settings)
     shape = ModelShape.from_config(config)
     quantization = resolve_quantization(settings, device, dtype, kernels=kernels)
-    make_linear = linear_factory(quantization, kernels)
+    prequantized = detect_format(config)
+    if prequantized is not None:
+        check_quantization(prequantized, settings.quantization, quantization)
     log.info(
-        "loading %s: %d layers, %s weights, %s compute, on %s",
+        "loading %s: %d layers, %s weights%s, %s compute, on %s",
         settings.path,
         shape.num_layers,
         quantization,
+        "" if prequantized is None else f" (from its {prequantized.describe()} checkpoint)",
         str(dtype).removeprefix("torch."),
         device,
     )
     started = time.perf_counter()
     try:
         with _Checkpoint(folder, device) as checkpoint:
-            weights = _read_weights(checkpoint, config, shape, dtype, device, make_linear)
+            fused = _fused_reader(checkpoint, prequantized, quantization, kernels, dtype, device)
+            weights = _read_weights(checkpoint, config, shape, dtype, device, fused)
     except torch.OutOfMemoryError:
         raise EngineError(
             f"not enough GPU memory to load {settings.path} with quantization {quantization!r}; "
@@ -253,21 +269,57 @@ def _is_tied(weights: DecoderWeights) -> bool:
     return isinstance(head, PlainLinear) and head.weight.data_ptr() == weights.embed.data_ptr()
 
 
+FusedReader = Callable[[str, tuple[str, ...], bool], Any]
+
+
+def _fused_reader(
+    checkpoint: _Checkpoint,
+    prequantized: PrequantizedFormat | None,
+    quantization: str,
+    kernels: Kernels,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> FusedReader:
+    """How one fused projection (QKV, gate/up, or a single one) is read and made a Linear."""
+    if prequantized is not None:
+        make_quantized = prequantized_factory(quantization, kernels)
+
+        def read(prefix: str, parts: tuple[str, ...], with_bias: bool) -> Any:
+            found = read_fused(
+                checkpoint,
+                prequantized,
+                prefix,
+                parts,
+                with_bias=with_bias,
+                dtype=dtype,
+                device=device,
+            )
+            return make_quantized(*found)
+
+        return read
+    make_linear = linear_factory(quantization, kernels)
+
+    def fused(prefix: str, parts: tuple[str, ...], with_bias: bool) -> Any:
+        names = [f"{prefix}.{part}" for part in parts]
+        weight = torch.cat([checkpoint.get(f"{n}.weight").to(device, dtype) for n in names])
+        bias = None
+        if with_bias:
+            bias = torch.cat([checkpoint.get(f"{n}.bias").to(device, dtype) for n in names])
+        return make_linear(weight, bias)
+
+    return fused
+
+
 def _read_weights(
     checkpoint: _Checkpoint,
     config: Any,
     shape: ModelShape,
     dtype: torch.dtype,
     device: torch.device,
-    make_linear: Callable[[torch.Tensor, torch.Tensor | None], Any],
+    fused: FusedReader,
 ) -> DecoderWeights:
     def get(name: str) -> torch.Tensor:
         return checkpoint.get(name).to(device=device, dtype=dtype)
-
-    def fused(prefix: str, parts: tuple[str, ...], *, with_bias: bool) -> Any:
-        weight = torch.cat([get(f"{prefix}.{part}.weight") for part in parts])
-        bias = torch.cat([get(f"{prefix}.{part}.bias") for part in parts]) if with_bias else None
-        return make_linear(weight, bias)
 
     layers = []
     for index in range(shape.num_layers):
@@ -276,14 +328,12 @@ def _read_weights(
             LayerWeights(
                 input_norm=get(f"{prefix}.input_layernorm.weight"),
                 qkv=fused(
-                    f"{prefix}.self_attn",
-                    ("q_proj", "k_proj", "v_proj"),
-                    with_bias=shape.has_qkv_bias,
+                    f"{prefix}.self_attn", ("q_proj", "k_proj", "v_proj"), shape.has_qkv_bias
                 ),
-                o=fused(f"{prefix}.self_attn", ("o_proj",), with_bias=False),
+                o=fused(f"{prefix}.self_attn", ("o_proj",), False),
                 post_norm=get(f"{prefix}.post_attention_layernorm.weight"),
-                gate_up=fused(f"{prefix}.mlp", ("gate_proj", "up_proj"), with_bias=False),
-                down=fused(f"{prefix}.mlp", ("down_proj",), with_bias=False),
+                gate_up=fused(f"{prefix}.mlp", ("gate_proj", "up_proj"), False),
+                down=fused(f"{prefix}.mlp", ("down_proj",), False),
             )
         )
         if (index + 1) % 8 == 0 or index + 1 == shape.num_layers:

@@ -13,7 +13,7 @@ import logging
 import torch
 
 from bot.engine.quant.fp8 import quantize_fp8
-from bot.engine.quant.int4 import GROUP_SIZE, quantize_int4
+from bot.engine.quant.int4 import GROUP_SIZE, Int4Weights, quantize_int4
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,33 @@ def int4_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> HummingLinea
     )
 
 
+def prequantized_int4_linear(weights: Int4Weights, bias: torch.Tensor | None) -> HummingLinear:
+    """W4A16 from a GPTQ / AWQ checkpoint's codes, scales and zero points, as they are."""
+    dtype = weights.scales.dtype
+    zero_point = None
+    if weights.zeros is not None:
+        from humming import ops
+
+        # humming keeps zero points [N / 8, K / group], packed along N: pack each group's
+        # row of N zeros as it packs a weight row along K (its own dequantizer unpacks them so).
+        by_group = weights.zeros.t().contiguous().to(torch.int32)
+        zero_point = ops.pack_weight(by_group, 4).t().contiguous()
+    return _layer(
+        weights.codes.to(torch.int32),
+        weights.scales,
+        bias,
+        num_bits=4,
+        weight_config={
+            "dtype": "uint4",
+            "group_size": weights.group_size,
+            "scale_dtype": _dtype_name(dtype),
+            "has_zero_point": zero_point is not None,
+        },
+        dtype=dtype,
+        zero_point=zero_point,
+    )
+
+
 def fp8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> HummingLinear:
     """W8A16 e4m3 with per-channel scales, from a 16-bit weight on the GPU."""
     codes, scales = quantize_fp8(weight)
@@ -93,6 +120,7 @@ def _layer(
     num_bits: int,
     weight_config: dict[str, object],
     dtype: torch.dtype,
+    zero_point: torch.Tensor | None = None,
 ) -> HummingLinear:
     from humming import ops
     from humming.layer import HummingLayer
@@ -107,6 +135,8 @@ def _layer(
         torch_dtype=dtype,
     ).to(codes.device)
     tensors = {"weight": ops.pack_weight(codes.contiguous(), num_bits), "weight_scale": scales}
+    if zero_point is not None:
+        tensors["zero_point"] = zero_point
     if bias is not None:
         tensors["bias"] = bias.to(dtype)
     layer.load_from_tensors(tensors)
