@@ -8,6 +8,10 @@
 3. A small random Qwen2 (real vocabulary) through our loader and runner in every precision:
    greedy tokens against transformers' generate() on the same (dequantized) weights, rows at
    different positions in one batch, and CUDA-graph replay against the eager path.
+4. Pre-quantized checkpoints (`--only prequantized`): GPTQ (classic v1 zeros, and symmetric),
+   AWQ and compressed-tensors tensors of one layer at the 14B's shapes, from known random
+   4-bit weights, read by our loader's unpacking into humming, against the bf16 matmul on the
+   dequantized weight (exactly representable, so only bf16 rounding separates them).
 Exits 1 when a hard check fails: float32 tokens not exactly transformers', graph != eager,
 a kernel or projection off its reference by more than rounding.
 """
@@ -34,6 +38,7 @@ from bot.engine.ops import TorchOps
 from bot.engine.quant import linear_factory
 from bot.engine.quant.fp8 import dequantize_fp8, quantize_fp8
 from bot.engine.quant.int4 import dequantize_int4, quantize_int4
+from bot.engine.quant.prequantized import detect_format, read_fused
 from bot.engine.runner import ModelRunner, prefill_attention
 from bot.engine.scheduler import PrefillChunk
 
@@ -372,10 +377,98 @@ def check_models(fixture: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# ---- 4. pre-quantized checkpoints -----------------------------------------------------------
+
+# Each projection's parts, as the checkpoint stores them: (name, rows), inputs, bias.
+PREQUANTIZED_LAYER = {
+    "qkv": ((("q_proj", 5120), ("k_proj", 1024), ("v_proj", 1024)), 5120, True),
+    "o": ((("o_proj", 5120),), 5120, False),
+    "gate_up": ((("gate_proj", 13824), ("up_proj", 13824)), 5120, False),
+    "down": ((("down_proj", 5120),), 13824, False),
+}
+
+
+class _Tensors:
+    """One layer's checkpoint tensors by name, as the loader's safetensors reader offers them."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def has(self, name: str) -> bool:
+        return name in self.tensors
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+
+def check_prequantized() -> None:
+    from bot.engine.quant.humming import prequantized_int4_linear
+    from tests.engine import prequantized_packing as packing
+
+    checkpoints = {
+        "GPTQ v1 zero points": (packing.gptq_config(128), packing.gptq_tensors, False),
+        "GPTQ symmetric": (packing.gptq_config(128, sym=True), packing.gptq_tensors, True),
+        "AWQ": (packing.awq_config(128), packing.awq_tensors, False),
+        "compressed-tensors": (packing.compressed_config(128), packing.compressed_tensors, True),
+    }
+    cpu_gen = torch.Generator().manual_seed(2)
+    gen = torch.Generator("cuda").manual_seed(2)
+    for label, (config, pack, symmetric) in checkpoints.items():
+        fmt = detect_format(type("Config", (), {"quantization_config": config})())
+        for name, (parts, columns, has_bias) in PREQUANTIZED_LAYER.items():
+            source, known_parts = _Tensors(), []
+            for part, rows in parts:
+                known = packing.random_int4(rows, columns, 128, cpu_gen, symmetric=symmetric)
+                known = packing.KnownInt4(
+                    *(t.cuda() for t in (known.codes, known.zeros, known.scales))
+                )
+                known_parts.append(known)
+                source.tensors.update({f"layer.{part}.{k}": v for k, v in pack(known).items()})
+                if has_bias:
+                    source.tensors[f"layer.{part}.bias"] = (
+                        torch.randn(rows, generator=gen, device="cuda") * 0.02
+                    ).bfloat16()
+            part_names = tuple(part for part, _ in parts)
+            try:
+                weights, bias = read_fused(
+                    source,
+                    fmt,
+                    "layer",
+                    part_names,
+                    with_bias=has_bias,
+                    dtype=torch.bfloat16,
+                    device=torch.device("cuda"),
+                )
+                linear = prequantized_int4_linear(weights, bias)
+            except Exception as exc:
+                report(f"prequantized {label} {name}", False, f"could not build: {exc!r}")
+                continue
+            dequantized = weights.dequantize()  # bf16: scales x (codes - zeros)
+            codes = torch.cat([k.codes for k in known_parts])
+            zeros = torch.cat([k.zeros for k in known_parts])
+            unpacked = torch.equal(weights.codes.long(), codes) and (
+                torch.equal(weights.zeros.long(), zeros)
+                if weights.zeros is not None
+                else bool((zeros == 8).all())
+            )
+            zero_points = "with zero points" if weights.zeros is not None else "symmetric"
+            for batch in (1, 32, 300):
+                x = torch.randn(batch, columns, generator=gen, device="cuda").bfloat16()
+                error = relative_error(linear(x), torch.nn.functional.linear(x, dequantized, bias))
+                report(
+                    f"prequantized {label} {name} ({zero_points}) [{batch}x{columns}]->"
+                    f"{dequantized.shape[0]}",
+                    error < 1e-2 and unpacked,
+                    f"vs dequantized {error:.2e}, codes and zeros as written: {unpacked}",
+                )
+            del linear, weights, dequantized, source
+            torch.cuda.empty_cache()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fixture", type=Path, required=True)
-    parser.add_argument("--only", default="kernels,projections,models")
+    parser.add_argument("--only", default="kernels,projections,models,prequantized")
     parser.add_argument("--formats", default="int4,fp8", help="quantized projections to check")
     parser.add_argument("--projections", default=",".join(PROJECTIONS))
     args = parser.parse_args()
@@ -388,6 +481,7 @@ def main() -> int:
             tuple(args.formats.split(",")), tuple(args.projections.split(","))
         ),
         "models": lambda: check_models(args.fixture),
+        "prequantized": check_prequantized,
     }
     for name in args.only.split(","):
         try:

@@ -72,7 +72,7 @@ def random_int4(
 def pack_last(values: torch.Tensor, order: tuple[int, ...] = SEQUENTIAL) -> torch.Tensor:
     """int32 [..., C / 8] from codes [..., C]: nibble i of word j holds code 8 j + order[i]."""
     grouped = values.to(torch.int64).reshape(*values.shape[:-1], -1, 8)
-    packed = torch.zeros(grouped.shape[:-1], dtype=torch.int64)
+    packed = torch.zeros(grouped.shape[:-1], dtype=torch.int64, device=values.device)
     for nibble, element in enumerate(order):
         packed += (grouped[..., element] & 0xF) * 16**nibble
     wrapped = torch.where(packed >= 2**31, packed - 2**32, packed)  # as the int32 it is stored
@@ -86,7 +86,7 @@ def gptq_tensors(known: KnownInt4, *, v1: bool = True) -> dict[str, torch.Tensor
         "qweight": pack_last(known.codes).t().contiguous(),
         "qzeros": pack_last(known.zeros.t() - (1 if v1 else 0)),
         "scales": known.scales.t().contiguous(),
-        "g_idx": (torch.arange(columns) // known.group_size).to(torch.int32),
+        "g_idx": (torch.arange(columns, device=known.codes.device) // known.group_size).int(),
     }
 
 
