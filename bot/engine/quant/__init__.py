@@ -2,7 +2,8 @@
 
 Every quantization starts from the checkpoint's 16-bit weight (never from another quantized
 form) and returns a `Linear` (bot/engine/model.py): plain (`none`), humming W4A16 (`int4`),
-humming W8A16 e4m3 (`fp8`), or bitsandbytes (`nf4`, `fp4`, `int8`).
+humming W8A16 e4m3 (`fp8`), or bitsandbytes (`nf4`, `fp4`, `int8`). A checkpoint quantized
+offline (GPTQ, AWQ) is the exception: prequantized.py reads its 4-bit weights as they are.
 """
 
 from __future__ import annotations

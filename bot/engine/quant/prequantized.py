@@ -28,6 +28,7 @@ import torch
 
 from bot.engine.base import EngineError
 from bot.engine.model import Linear
+from bot.engine.quant import Kernels
 from bot.engine.quant.int4 import ZERO, Int4Weights
 from bot.engine.quant.plain import PlainLinear
 
@@ -97,7 +98,7 @@ def check_quantization(fmt: PrequantizedFormat, configured: str, resolved: str) 
     )
 
 
-def prequantized_factory(quantization: str, kernels: str = "device") -> PrequantizedFactory:
+def prequantized_factory(quantization: str, kernels: Kernels = "device") -> PrequantizedFactory:
     """How read 4-bit weights become a Linear: humming as they are, else dequantized.
 
     "none" and the reference kernels compute with the dequantized weight (the same function
