@@ -8,6 +8,7 @@ disconnect) is written here and nowhere else: `Shutdown.run`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -168,8 +169,8 @@ async def open_app(
     is_new_database = not database.exists()
     try:
         async with AsyncExitStack() as stack:
-            reloads = _Reloads(config, environ or {})
-            app = await _open_core(stack, settings, engine_factory, reloads)
+            reloader_for = functools.partial(Reloader, path=config, env=environ or {})
+            app = await _open_core(stack, settings, engine_factory, reloader_for)
             _follow_reloads(app, applies_log_level=applies_log_level)
             is_new_database = False  # ready: from here on the file is the bot's
             server = None
@@ -188,14 +189,11 @@ async def open_app(
         raise
 
 
-@dataclass(frozen=True)
-class _Reloads:
-    config: Path | None
-    environ: Mapping[str, str]
-
-
 async def _open_core(
-    stack: AsyncExitStack, settings: Settings, engine_factory: EngineFactory, reloads: _Reloads
+    stack: AsyncExitStack,
+    settings: Settings,
+    engine_factory: EngineFactory,
+    reloader_for: Callable[[LiveSettings], Reloader],
 ) -> App:
     # The store first: a bad database path fails in a second, not after a minute of loading.
     store = await stack.enter_async_context(SqliteStore.open(settings.storage.path))
@@ -238,7 +236,7 @@ async def _open_core(
         tokenizer,
         metrics,
         live,
-        Reloader(live, reloads.config, reloads.environ),
+        reloader_for(live),
         Shutdown(settings.chat.shutdown_grace_seconds),
         interrupted,
     )
