@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib.metadata
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bot import cli_data
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
-from bot.reload import LiveSettings, Reloader
-
-if TYPE_CHECKING:
-    from bot.engine.base import Engine
-
-log = logging.getLogger("bot")
 
 NO_FRONTEND = (
     "No front-end to start: set [telegram] or [discord] enabled = true with a token in the config "
     "(or TELEGRAM_BOT_TOKEN / DISCORD_BOT_TOKEN in the environment), "
     "or chat in the terminal with `python -m bot console`."
-)
-OPEN_TO_EVERYONE = (
-    "%s: the bot answers everyone who finds it: no allowlist is set (set %s to restrict it)"
 )
 
 
@@ -217,67 +205,24 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _console(settings: Settings, config: Path | None = None) -> int:
+async def _console(settings: Settings, config: Path | None) -> int:
     from bot.app import open_app
     from bot.frontends.console_ui import ConsoleUI
 
     # On stdout with the rest of the conversation: stderr carries only what went wrong.
     print(f"Loading {settings.model.path} …", flush=True)
-    async with open_app(settings) as app:
-        _, reloader = _live_settings(settings, config, app, set_log_level=False)
+    async with open_app(settings, config=config, environ=os.environ) as app:
         ui = ConsoleUI(
             app.service,
-            app.store,
             reasoning_mode=settings.chat.reasoning,
             metrics=app.metrics,
-            reloader=reloader,
+            reloader=app.reloader,
         )
         await ui.run()
     return 0
 
 
-def _live_settings(
-    settings: Settings, config: Path | None, app: object, *, set_log_level: bool = True
-) -> tuple[LiveSettings, Reloader]:
-    """The settings a reload (SIGHUP, /reload) swaps, wired to the parts that copy them."""
-    live = LiveSettings(settings)
-    live.subscribe(lambda s: app.service.apply_settings(chat=s.chat, generation=s.generation))
-    if set_log_level:  # the console keeps its log quiet whatever the file says
-        live.subscribe(lambda s: logging.getLogger().setLevel(s.logging.level))
-    return live, Reloader(live, config, os.environ)
-
-
-def _frontends(settings: Settings, app: object, live: LiveSettings, reloader: Reloader) -> list:
-    from bot.frontends.discord_ui.access import is_open_to_everyone as discord_is_open
-    from bot.frontends.telegram_ui.access import is_open_to_everyone as telegram_is_open
-
-    frontends = []
-    shared = {
-        "chat": settings.chat,
-        "live": live,
-        "reloader": reloader,
-        "metrics": app.metrics,
-    }
-    if settings.telegram.enabled:
-        from bot.frontends.telegram_ui.frontend import TelegramFrontend
-
-        frontends.append(TelegramFrontend(settings.telegram, app.service, **shared))
-        if telegram_is_open(settings.telegram):
-            log.warning(OPEN_TO_EVERYONE, "telegram", "allowed_users or allowed_chats")
-    if settings.discord.enabled:
-        from bot.frontends.discord_ui.frontend import DiscordFrontend
-
-        frontends.append(DiscordFrontend(settings.discord, app.service, **shared))
-        if discord_is_open(settings.discord):
-            log.warning(
-                OPEN_TO_EVERYONE,
-                "discord",
-                "allowed_users, allowed_guilds, allowed_channels or allowed_roles",
-            )
-    return frontends
-
-
-async def _run(settings: Settings, config: Path | None = None) -> int:
+async def _run(settings: Settings, config: Path | None) -> int:
     if not (settings.telegram.enabled or settings.discord.enabled):
         print(NO_FRONTEND, file=sys.stderr)
         return 2
@@ -286,98 +231,23 @@ async def _run(settings: Settings, config: Path | None = None) -> int:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
-    from bot.app import open_app  # torch and transformers: only when there is work to do
-    from bot.frontends.base import StartupError
-    from bot.metrics import serve_metrics, watch_frontend
+    # torch and transformers: only when there is work to do
+    from bot.app import Signals, open_app, platform_frontends, serve_until_stopped
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    # A SIGHUP while the model loads (minutes) must not kill the bot: it is answered once
-    # loading is done, since the file may have changed after it was read.
-    early_hups: list[None] = []
-    loop.add_signal_handler(signal.SIGHUP, early_hups.append, None)
-    status = 0
-    is_shut_down = True
-    async with open_app(settings) as app, serve_metrics(settings.metrics, app) as metrics_server:
-        live, reloader = _live_settings(settings, config, app)
-        # SIGHUP re-reads the config (allowlists, limits, ...) without reloading the model.
-        reloads: set[asyncio.Task[object]] = set()  # held until done (tasks are weakly kept)
-
-        def on_sighup() -> None:
-            task = asyncio.create_task(reloader.reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        if early_hups:
-            on_sighup()
-        frontends = _frontends(settings, app, live, reloader)
-        started = []
-        try:
-            for frontend in frontends:
-                try:
-                    await frontend.start()
-                except (ConfigError, StartupError):
-                    raise
-                except Exception as exc:  # e.g. discord.LoginFailure: one line, no traceback
-                    log.debug("start-up of %s failed", frontend.name, exc_info=True)
-                    raise StartupError(
-                        f"{frontend.name} could not start: {type(exc).__name__}: {exc}"
-                    ) from None
-                started.append(frontend)
-                watch_frontend(metrics_server, frontend)
-                await frontend.announce_interrupted(app.interrupted)
-            log.info("serving on %s; Ctrl-C stops", ", ".join(f.name for f in started))
-            # What is loaded now (model, libraries) lives until exit: keep it out of the cyclic
-            # GC's full collections, which otherwise pause the event loop for 0.1-0.2 s.
-            gc.freeze()
-            broken = await _until_stopped_or_broken(stop, app.engine)
-            if broken is not None:
-                # A bot that answers every message with an error helps nobody: exit non-zero
-                # so that a supervisor (systemd, Docker) restarts it with a fresh worker.
-                log.error("stopping: %s", broken)
-                status = 1
-            else:
-                log.info("stopping")
-        finally:
-            for frontend in started:
-                await frontend.stop_receiving()
-            is_shut_down = await _shut_down(app, started, settings.chat.shutdown_grace_seconds)
-    if not is_shut_down:
+    signals = Signals(asyncio.get_running_loop())
+    async with open_app(
+        settings,
+        frontends=platform_frontends,
+        serves_metrics=True,
+        config=config,
+        environ=os.environ,
+        applies_log_level=True,
+    ) as app:
+        signals.reload_with(app.reloader)
+        status = await serve_until_stopped(app, signals.stop)
+    if not app.shutdown.is_in_time:
         # The store is closed (every answer stored); what is left are platform calls that
         # hang, which asyncio.run would wait for on its way out. The grace period is over.
         logging.shutdown()
         os._exit(status)
     return status
-
-
-async def _shut_down(app: Any, frontends: list, grace_seconds: float) -> bool:
-    """Cut running answers short (stored as interrupted), then let each front-end land the
-    text so far with a note before disconnecting; within the grace period, so that a platform
-    that hangs cannot hold the exit (the checkpoints keep what was not landed)."""
-    try:
-        async with asyncio.timeout(grace_seconds):
-            await app.service.interrupt_all()
-            for frontend in reversed(frontends):
-                await frontend.close()
-        return True
-    except TimeoutError:
-        log.warning(
-            "stopping: not done after %g s ([chat] shutdown_grace_seconds); exiting anyway",
-            grace_seconds,
-        )
-        return False
-
-
-async def _until_stopped_or_broken(stop: asyncio.Event, engine: Engine) -> str | None:
-    """Wait for a stop signal or for the engine to break; the reason if it broke."""
-    stopped = asyncio.create_task(stop.wait())
-    broken = asyncio.create_task(engine.wait_broken())
-    try:
-        await asyncio.wait((stopped, broken), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        broken.cancel()
-    return broken.result() if broken.done() and not broken.cancelled() else None

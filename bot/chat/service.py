@@ -22,6 +22,8 @@ from bot.engine.base import (
     GenerationStream,
     SamplingParams,
 )
+from bot.store.protocol import Store
+from bot.store.records import MessageRecord
 from bot.types import ChatError, ChatKey, ReplyFinished
 
 __all__ = ["TRIMMED_NOTE", "ChatService", "Reply", "SystemPrompt"]
@@ -46,7 +48,7 @@ class ChatService:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         engine: Engine,
         prompts: PromptBuilder,
         *,
@@ -227,6 +229,10 @@ class ChatService:
         return TRIMMED_NOTE
 
     # ---- dialogue administration ---------------------------------------------------------
+
+    async def history(self, key: ChatKey) -> list[MessageRecord]:
+        """The messages of the key's current dialogue, oldest first (empty after a reset)."""
+        return await self._store.history(key)
 
     async def reset(self, key: ChatKey) -> None:
         """Start a new dialogue for this user in this chat; the old one stays stored."""

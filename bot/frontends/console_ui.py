@@ -195,7 +195,6 @@ class ConsoleUI:
     def __init__(
         self,
         service: ChatService,
-        store: object,
         *,
         reasoning_mode: str,
         output: TextIO = sys.stdout,
@@ -206,7 +205,6 @@ class ConsoleUI:
         self._reloader = reloader
         self._service = service
         self._metrics = metrics
-        self._store = store
         self._mode = reasoning_mode
         self._out = output
         self._key = key
@@ -375,7 +373,7 @@ class ConsoleUI:
         )
 
     async def _show_resumed(self) -> None:
-        history = await self._store.history(self._key)
+        history = await self._service.history(self._key)
         if not history:
             return
         self._write(

@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
-from bot.store import maintenance, replies
+from bot.store import chat_settings, dialogues, maintenance, replies
 from bot.store.connection import Database
-from bot.store.records import (
-    SELECT_MESSAGES,
-    DeletedData,
-    InterruptedReply,
-    MessageRecord,
-    StoreError,
-    fetch_message,
-    message_from_row,
-)
+from bot.store.records import DeletedData, InterruptedReply, MessageRecord, StoreError
 from bot.types import ChatKey, ReplyStatus
 
 Clock = Callable[[], datetime]
-
-SYSTEM_PROMPT_SETTING = "system_prompt"
-
-_HISTORY = (
-    SELECT_MESSAGES
-    + " WHERE c.platform = ? AND c.chat_id = ? AND c.user_id = ? AND c.closed_at IS NULL"
-    " AND m.status != 'streaming' AND m.superseded_at IS NULL ORDER BY m.id"
-)
-_INSERT_USER_MESSAGE = (
-    "INSERT INTO messages (conversation_id, role, content, reasoning, status, created_at)"
-    " VALUES (?, 'user', ?, '', 'complete', ?)"
-)
-# A filter given as NULL matches everything.
-_QUERY_MESSAGES = (
-    SELECT_MESSAGES + " WHERE (?1 IS NULL OR c.platform = ?1) AND (?2 IS NULL OR c.chat_id = ?2)"
-    " AND (?3 IS NULL OR c.user_id = ?3) ORDER BY m.id"
-)
 
 
 def utc_now() -> datetime:
@@ -110,9 +82,7 @@ class SqliteStore:
         """Store a user's message in the key's current dialogue (started if there is none)."""
         now = self._now()
         async with self._db.transaction() as conn:
-            conversation_id = await self._current_conversation(conn, key, now)
-            row = await conn.execute_insert(_INSERT_USER_MESSAGE, (conversation_id, text, now))
-            return await fetch_message(conn, _row_id(row))
+            return await dialogues.add_user_message(conn, key, text, now)
 
     async def add_assistant_message(
         self,
@@ -136,10 +106,11 @@ class SqliteStore:
         now = self._now()
         async with self._db.transaction() as conn:
             if isinstance(target, ChatKey):
-                conversation_id = await self._reply_conversation(conn, target, now)
-            else:
+                conversation_id = await dialogues.of_latest_question(conn, target, now)
+            elif await dialogues.exists(conn, target):
                 conversation_id = target
-                await self._check_conversation(conn, conversation_id)
+            else:
+                raise StoreError(f"no conversation {target} in the database {self.path}")
             reply_id = await replies.begin(conn, conversation_id, now)
             record = await replies.finish(
                 conn,
@@ -163,8 +134,8 @@ class SqliteStore:
         it ends), or as interrupted when a restart finds it (`recover_interrupted`). One
         answer per user runs at a time, so a new turn never misses one that ended.
         """
-        rows = await self._db.read(_HISTORY, (key.platform, key.chat_id, key.user_id))
-        return [message_from_row(row) for row in rows]
+        async with self._db.reading() as conn:
+            return await dialogues.history(conn, key)
 
     async def supersede_last_answer(self, key: ChatKey) -> bool:
         """Mark the current dialogue's last message superseded if it is an answer (regenerate).
@@ -172,21 +143,7 @@ class SqliteStore:
         It stays stored (history --json shows it) but leaves the dialogue's history.
         """
         async with self._db.transaction() as conn:
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT m.id, m.role FROM messages m JOIN conversations c"
-                    " ON c.id = m.conversation_id WHERE c.platform = ? AND c.chat_id = ?"
-                    " AND c.user_id = ? AND c.closed_at IS NULL AND m.status != 'streaming'"
-                    " AND m.superseded_at IS NULL ORDER BY m.id DESC LIMIT 1",
-                    (key.platform, key.chat_id, key.user_id),
-                )
-            )
-            if not rows or rows[0][1] != "assistant":
-                return False
-            await conn.execute(
-                "UPDATE messages SET superseded_at = ? WHERE id = ?", (self._now(), rows[0][0])
-            )
-            return True
+            return await dialogues.supersede_last_answer(conn, key, self._now())
 
     async def query_messages(
         self,
@@ -195,17 +152,13 @@ class SqliteStore:
         user_id: str | None = None,
     ) -> list[MessageRecord]:
         """Every stored message (all dialogues, closed ones and replies streaming too), by id."""
-        rows = await self._db.read(_QUERY_MESSAGES, (platform, chat_id, user_id))
-        return [message_from_row(row) for row in rows]
+        async with self._db.reading() as conn:
+            return await dialogues.query(conn, platform, chat_id, user_id)
 
     async def current_conversation_id(self, key: ChatKey) -> int | None:
         """The id of the key's current dialogue; None before its first message or after reset."""
-        rows = await self._db.read(
-            "SELECT id FROM conversations WHERE platform = ? AND chat_id = ? AND user_id = ?"
-            " AND closed_at IS NULL",
-            (key.platform, key.chat_id, key.user_id),
-        )
-        return rows[0][0] if rows else None
+        async with self._db.reading() as conn:
+            return await dialogues.current_id(conn, key)
 
     # ---- replies in progress --------------------------------------------------------------
 
@@ -217,7 +170,7 @@ class SqliteStore:
         """
         now = self._now()
         async with self._db.transaction() as conn:
-            conversation_id = await self._reply_conversation(conn, key, now)
+            conversation_id = await dialogues.of_latest_question(conn, key, now)
             return await replies.begin(conn, conversation_id, now)
 
     async def checkpoint_reply(self, reply_id: int, answer: str, reasoning: str = "") -> None:
@@ -314,122 +267,43 @@ class SqliteStore:
     async def reset(self, key: ChatKey) -> bool:
         """Close the key's current dialogue (kept stored); False if it had none."""
         async with self._db.transaction() as conn:
-            return (
-                await _changes(
-                    conn,
-                    "UPDATE conversations SET closed_at = ? WHERE platform = ? AND chat_id = ?"
-                    " AND user_id = ? AND closed_at IS NULL",
-                    (self._now(), key.platform, key.chat_id, key.user_id),
-                )
-                > 0
-            )
+            return await dialogues.close(conn, key, self._now())
 
     async def reset_chat(self, platform: str, chat_id: str) -> int:
         """Close every user's current dialogue in a chat; returns how many were closed."""
         async with self._db.transaction() as conn:
-            return await _changes(
-                conn,
-                "UPDATE conversations SET closed_at = ? WHERE platform = ? AND chat_id = ?"
-                " AND closed_at IS NULL",
-                (self._now(), platform, chat_id),
-            )
+            return await dialogues.close_chat(conn, platform, chat_id, self._now())
 
     # ---- per-chat settings -------------------------------------------------------------
 
     async def get_chat_setting(self, platform: str, chat_id: str, name: str) -> str | None:
-        rows = await self._db.read(
-            "SELECT value FROM chat_settings WHERE platform = ? AND chat_id = ? AND name = ?",
-            (platform, chat_id, name),
-        )
-        return rows[0][0] if rows else None
+        async with self._db.reading() as conn:
+            return await chat_settings.get(conn, platform, chat_id, name)
 
     async def set_chat_setting(
         self, platform: str, chat_id: str, name: str, value: str | None
     ) -> None:
         """Set a chat's setting; None deletes it."""
         async with self._db.transaction() as conn:
-            if value is None:
-                await _changes(
-                    conn,
-                    "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ? AND name = ?",
-                    (platform, chat_id, name),
-                )
-            else:
-                await _changes(
-                    conn,
-                    "INSERT INTO chat_settings (platform, chat_id, name, value, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (platform, chat_id, name)"
-                    " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    (platform, chat_id, name, value, self._now()),
-                )
+            await chat_settings.put(conn, platform, chat_id, name, value, self._now())
 
     async def delete_chat_setting(self, platform: str, chat_id: str, name: str) -> None:
         await self.set_chat_setting(platform, chat_id, name, None)
 
     async def get_system_prompt(self, platform: str, chat_id: str) -> str | None:
         """The chat's own system prompt (set with /system), or None for the default."""
-        return await self.get_chat_setting(platform, chat_id, SYSTEM_PROMPT_SETTING)
+        return await self.get_chat_setting(platform, chat_id, chat_settings.SYSTEM_PROMPT)
 
     async def set_system_prompt(self, platform: str, chat_id: str, text: str | None) -> None:
         """Set the chat's system prompt; None goes back to the default."""
-        await self.set_chat_setting(platform, chat_id, SYSTEM_PROMPT_SETTING, text)
+        await self.set_chat_setting(platform, chat_id, chat_settings.SYSTEM_PROMPT, text)
 
     # ---- internals ---------------------------------------------------------------------
 
     def _now(self) -> str:
         return self._clock().astimezone(UTC).isoformat(timespec="milliseconds")
 
-    @staticmethod
-    async def _current_conversation(conn: aiosqlite.Connection, key: ChatKey, now: str) -> int:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT id FROM conversations WHERE platform = ? AND chat_id = ? AND user_id = ?"
-                " AND closed_at IS NULL",
-                (key.platform, key.chat_id, key.user_id),
-            )
-        )
-        if rows:
-            return int(rows[0][0])
-        row = await conn.execute_insert(
-            "INSERT INTO conversations (platform, chat_id, user_id, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            (key.platform, key.chat_id, key.user_id, now),
-        )
-        return _row_id(row)
-
-    @classmethod
-    async def _reply_conversation(cls, conn: aiosqlite.Connection, key: ChatKey, now: str) -> int:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT m.conversation_id FROM messages AS m"
-                " JOIN conversations AS c ON c.id = m.conversation_id"
-                " WHERE c.platform = ? AND c.chat_id = ? AND c.user_id = ? AND m.role = 'user'"
-                " ORDER BY m.id DESC LIMIT 1",
-                (key.platform, key.chat_id, key.user_id),
-            )
-        )
-        if rows:
-            return int(rows[0][0])
-        return await cls._current_conversation(conn, key, now)
-
-    async def _check_conversation(self, conn: aiosqlite.Connection, conversation_id: int) -> None:
-        rows = await conn.execute_fetchall(
-            "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
-        )
-        if not list(rows):
-            raise StoreError(f"no conversation {conversation_id} in the database {self.path}")
-
 
 async def _open(path: str | os.PathLike[str], clock: Clock) -> SqliteStore:
     name = os.fspath(path)
     return SqliteStore(await Database.open(name), clock=clock)
-
-
-async def _changes(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
-    async with conn.execute(sql, params) as cursor:
-        return cursor.rowcount
-
-
-def _row_id(row: sqlite3.Row | None) -> int:
-    assert row is not None  # execute_insert always returns last_insert_rowid()
-    return int(row[0])
