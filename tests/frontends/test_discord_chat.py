@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.metrics import ADMINS_ONLY_STATS
+from bot.chat.commands import ADMINS_ONLY_STATS
 from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_MESSAGE,

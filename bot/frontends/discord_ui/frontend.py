@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import discord
 from discord import app_commands
 
+from bot.chat.commands import ADMINS_ONLY_STATS, NO_STATS
 from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, DiscordSettings, Settings
@@ -20,7 +21,7 @@ from bot.frontends.discord_ui.controls import AnswerButton, StopButton
 from bot.frontends.discord_ui.replies import ReplyStreams
 from bot.frontends.discord_ui.sink import NO_MENTIONS
 from bot.frontends.discord_ui.turns import TurnReader
-from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
+from bot.metrics import Metrics, PlatformErrorKind, format_stats
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import Clock, SystemClock
 from bot.store.records import InterruptedReply
