@@ -236,11 +236,6 @@ class Metrics:
         )
 
 
-# The /stats answers every front-end gives.
-ADMINS_ONLY_STATS = "Only the bot's admins can see its statistics."
-NO_STATS = "Statistics are not collected in this bot."
-
-
 def format_stats(snapshot: MetricsSnapshot) -> str:
     """The admin /stats text: plain lines, the same on every platform."""
     by_status: dict[str, int] = {}

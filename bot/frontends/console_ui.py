@@ -20,8 +20,18 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from bot.chat.commands import (
+    CONSOLE,
+    NO_STATS,
+    NOT_RELOADABLE,
+    NOTHING_TO_STOP,
+    RESET_DONE,
+    SYSTEM_CLEARED,
+    UNKNOWN_COMMAND,
+    is_clear,
+)
 from bot.chat.service import ChatService, Reply
-from bot.metrics import NO_STATS, Metrics, format_stats
+from bot.metrics import Metrics, format_stats
 from bot.render.math import render_math
 from bot.types import (
     AnswerDelta,
@@ -38,16 +48,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 if TYPE_CHECKING:
     from bot.reload import Reloader
-
-HELP = """Commands:
-  /reset           start a new dialogue (the old one stays in the history)
-  /system          show the system prompt
-  /system TEXT     set the system prompt;  /system clear  restores the default
-  /stats           replies, tokens and timings so far
-  /reload          re-read the config file (limits, system prompt, log level)
-  /help            this help
-  /exit            quit (or Ctrl-D)
-Ctrl-C stops the answer being written; Ctrl-D stops it and quits."""
 
 CONSOLE_KEY = ChatKey("console", "local", "local")
 _RESUME_SHOWN = 2  # earlier messages echoed when a stored dialogue resumes
@@ -264,40 +264,41 @@ class ConsoleUI:
         if command in ("/exit", "/quit"):
             return False
         if command == "/help":
-            self._write(HELP + "\n")
+            self._write(CONSOLE.help_text() + "\n")
         elif command == "/reset":
             await self._service.reset(self._key)
-            self._write("Started a new dialogue.\n")
-        elif command == "/system":
+            self._write(RESET_DONE + "\n")
+        elif command == "/system":  # whoever holds the terminal runs the bot: an admin
             await self._system(argument)
-        elif command == "/stop":
-            self._write("Nothing to stop.\n")
-        elif command == "/stats":  # whoever holds the terminal runs the bot: an admin
+        elif command == "/stop":  # an answer being written is stopped with Ctrl-C
+            self._write(NOTHING_TO_STOP + "\n")
+        elif command == "/stats":
             stats = NO_STATS if self._metrics is None else format_stats(self._metrics.snapshot())
             self._write(stats + "\n")
+        elif command == "/reload" and self._reloader is None:
+            self._write(NOT_RELOADABLE + "\n")
         elif command == "/reload" and self._reloader is not None:
             self._write((await self._reloader.reload()).summary() + "\n")
         else:
-            self._write(f"Unknown command {command}. Try /help.\n")
+            self._write(UNKNOWN_COMMAND + "\n")
         return True
 
     async def _system(self, argument: str) -> None:
         key = self._key
         if not argument:
             current = await self._service.system_prompt(key.platform, key.chat_id)
-            label = "custom" if current.is_custom else "default"
-            self._write(f"System prompt ({label}): {current.text or '(empty)'}\n")
+            self._write(CONSOLE.system_shown(current.text, is_custom=current.is_custom) + "\n")
             return
-        if argument.lower() == "clear":
+        if is_clear(argument):
             await self._service.set_system_prompt(key.platform, key.chat_id, None)
-            self._write("System prompt restored to the default.\n")
+            self._write(SYSTEM_CLEARED + "\n")
             return
         try:
             await self._service.set_system_prompt(key.platform, key.chat_id, argument)
         except ChatError as exc:
             self._write(f"{exc}\n")
         else:
-            self._write("System prompt set.\n")
+            self._write(CONSOLE.system_set() + "\n")
 
     async def _answer(self, text: str) -> None:
         try:

@@ -180,12 +180,19 @@ def test_commands(chatty_folder, tmp_path):
     help_text = say(child, "/help")
     for command in ("/reset", "/system", "/stats", "/help", "/exit", "Ctrl-C"):
         assert command in help_text
-    assert say(child, "/frobnicate").strip() == "Unknown command /frobnicate. Try /help."
-    assert say(child, "/system").strip() == "System prompt (default): Be kind."
-    assert say(child, "/system Speak like a pirate.").strip() == "System prompt set."
-    assert say(child, "/system").strip() == "System prompt (custom): Speak like a pirate."
+    assert (
+        say(child, "/frobnicate").strip() == "I don't know that command. /help lists what I can do."
+    )
+    assert say(child, "/system").strip() == "System prompt (the default):\n\nBe kind."
+    assert say(child, "/system Speak like a pirate.").strip() == (
+        "System prompt set for this chat. /reset to start afresh with it."
+    )
+    assert (
+        say(child, "/system").strip()
+        == "System prompt (set for this chat):\n\nSpeak like a pirate."
+    )
     assert ANSWER in say(child, "Question one")
-    assert say(child, "/reset").strip() == "Started a new dialogue."
+    assert say(child, "/reset").strip().startswith("🧹 New conversation")
     assert ANSWER in say(child, "Question two")
     assert say(child, "/system clear").strip() == "System prompt restored to the default."
     assert ANSWER in say(child, "Question six")
@@ -302,16 +309,16 @@ def test_reload_applies_a_new_default_system_prompt_and_names_a_restart(chatty_f
     db = tmp_path / "bot.db"
     config = tiny_model_config(tmp_path / "config.toml", chatty_folder, db)
     child, _ = start_console(config)
-    assert "System prompt (default): (empty)" in say(child, "/system")
+    assert "System prompt (the default):\n\n(empty)" in say(child, "/system")
     tiny_model_config(
         config, chatty_folder, db, chat={"system_prompt": "Be brief."}, model={"dtype": "bfloat16"}
     )
     reloaded = say(child, "/reload")
     assert "Config reloaded: chat.system_prompt\nneeds a restart: model.dtype" in reloaded
-    assert "System prompt (default): Be brief." in say(child, "/system")
+    assert "System prompt (the default):\n\nBe brief." in say(child, "/system")
     config.write_text("[chat]\nmax_message_chars = 0\n", encoding="utf-8")
     refused = say(child, "/reload")
     assert "Config not reloaded (the old settings stay): " in refused
     assert "chat.max_message_chars must be greater than 0" in refused
-    assert "System prompt (default): Be brief." in say(child, "/system")
+    assert "System prompt (the default):\n\nBe brief." in say(child, "/system")
     quit_with_ctrl_d(child)

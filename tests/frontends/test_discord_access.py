@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.discord_ui.access import ADMINS_ONLY, NOT_ALLOWED
-from bot.frontends.discord_ui.commands import RELOAD_ADMINS_ONLY
+from bot.chat.commands import ADMINS_ONLY_RELOAD, DISCORD, NOT_ALLOWED, SYSTEM_CLEARED
 from tests.fakes.discord_state import CALLBACK_MESSAGE, InteractionRecord
 from tests.frontends.discord_harness import CALLBACK, is_done, running_bot, throttled
 from tests.support.models import build_scripted_model
@@ -39,30 +38,28 @@ async def test_admin_commands_are_refused_privately_to_members(
         channel_id = str(guild.default_channel.id)
 
         denied = await dc.slash(bot.alice, "system", text="Be terse.", guild=guild)
-        assert await refusal(dc, denied) == ADMINS_ONLY
+        assert await refusal(dc, denied) == DISCORD.admins_only("system")
         denied = await dc.slash(bot.alice, "reset", option_values={"user": bot.bob}, guild=guild)
-        assert await refusal(dc, denied) == ADMINS_ONLY
+        assert await refusal(dc, denied) == DISCORD.admins_only("reset")
         assert (await bot.app.service.system_prompt("discord", channel_id)).text == "Default."
 
         # Manage Server makes mona an admin in her server.
         done = await dc.slash(bot.mona, "system", text="Be terse.", guild=guild)
         await dc.wait_for(lambda: done.original and done.original.content)
         assert done.original.is_ephemeral
-        assert done.original.content == "System prompt for this channel set."
+        assert done.original.content == DISCORD.system_set()
         assert (await bot.app.service.system_prompt("discord", channel_id)).text == "Be terse."
         # ... but not of the bot's config, which may cover other servers.
         denied = await dc.slash(bot.mona, "reload", guild=guild)
-        assert await refusal(dc, denied) == RELOAD_ADMINS_ONLY
+        assert await refusal(dc, denied) == ADMINS_ONLY_RELOAD
 
         # A configured admin: may reset someone else's dialogue; mentions never ping.
         done = await dc.slash(bot.root, "reset", option_values={"user": bot.alice}, guild=guild)
         await dc.wait_for(lambda: done.original and done.original.content)
-        assert done.original.content == (
-            f"Started a new dialogue for <@{bot.alice.id}> in this channel."
-        )
+        assert done.original.content == f"🧹 Reset the conversation of <@{bot.alice.id}>."
         cleared = await dc.slash(bot.root, "system", text="clear", guild=guild)
         await dc.wait_for(lambda: cleared.original and cleared.original.content)
-        assert cleared.original.content == "System prompt for this channel restored to the default."
+        assert cleared.original.content == SYSTEM_CLEARED
         assert (await bot.app.service.system_prompt("discord", channel_id)).text == "Default."
         sent = [c for c in dc.calls if c.json and "content" in c.json]
         assert all(c.json["allowed_mentions"] == {"parse": []} for c in sent)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.metrics import ADMINS_ONLY_STATS
+from bot.chat.commands import ADMINS_ONLY_STATS, DISCORD, RESET_DONE
 from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_MESSAGE,
@@ -134,13 +134,13 @@ async def test_commands_work_in_direct_messages(model, tokenizer, tmp_path) -> N
         rec = await dc.slash(bot.alice, "chat", prompt="hi")
         await dc.wait_for(lambda: is_done(rec.original))
         assert rec.channel.is_dm and rec.original.content == FINAL_QUOTED
-        # A DM is a chat of one: its user may set its system prompt.
-        system = await dc.slash(bot.alice, "system", text="Be terse.")
-        await dc.wait_for(lambda: system.original and system.original.content)
-        assert system.original.is_ephemeral
-        assert system.original.content == "System prompt for this channel set."
+        # /system is for admins in a DM too, as everywhere else.
+        refused = await dc.slash(bot.alice, "system", text="Be terse.")
+        await dc.wait_for(lambda: refused.original and refused.original.content)
+        assert refused.original.is_ephemeral
+        assert refused.original.content == DISCORD.admins_only("system")
         prompt = await bot.app.service.system_prompt("discord", str(rec.channel.id))
-        assert prompt.text == "Be terse." and prompt.is_custom
+        assert not prompt.is_custom
 
 
 async def test_queue_position_is_shown_while_waiting(model, tokenizer, tmp_path) -> None:
@@ -168,7 +168,7 @@ async def test_reset_starts_a_new_dialogue(model, tokenizer, tmp_path) -> None:
         reset = await dc.slash(bot.alice, "reset", guild=bot.guild)
         await dc.wait_for(lambda: reset.original and reset.original.content)
         assert reset.original.is_ephemeral
-        assert reset.original.content == "Started a new dialogue for you in this channel."
+        assert reset.original.content == RESET_DONE
         assert await bot.app.store.history(key) == []
         assert len(await bot.stored(bot.guild.default_channel.id, bot.alice)) == 2  # kept
 
@@ -176,10 +176,10 @@ async def test_reset_starts_a_new_dialogue(model, tokenizer, tmp_path) -> None:
 async def test_system_shows_and_help_explains(model, tokenizer, tmp_path) -> None:
     async with running_bot(model, tokenizer, tmp_path, chat={"system_prompt": "Be kind."}) as bot:
         dc = bot.dc
-        shown = await dc.slash(bot.alice, "system", guild=bot.guild)
+        shown = await dc.slash(bot.root, "system", guild=bot.guild)
         await dc.wait_for(lambda: shown.original and shown.original.content)
         assert shown.original.is_ephemeral
-        assert shown.original.content == "System prompt for this channel (default):\n> Be kind."
+        assert shown.original.content == "System prompt (the default):\n\n> Be kind."
         helped = await dc.slash(bot.alice, "help", guild=bot.guild)
         await dc.wait_for(lambda: helped.original)
         assert helped.callback_type == CALLBACK_MESSAGE and helped.original.is_ephemeral

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.discord_ui.commands import RESTARTING
+from bot.frontends.discord_ui.answers import RESTARTING
 from bot.types import ChatKey
 from tests.fakes.discord_state import (
     CALLBACK_DEFERRED_UPDATE,
@@ -114,7 +114,7 @@ async def test_slash_stop_cancels_the_callers_answer(model, tokenizer, tmp_path,
             dc = bot.dc
             nothing = await dc.slash(bot.alice, "stop", guild=bot.guild)
             await dc.wait_for(lambda: nothing.original)
-            assert nothing.original.content == "Nothing of yours is being written in this channel."
+            assert nothing.original.content == "There is no answer to stop."
             assert nothing.original.is_ephemeral
 
             rec = await dc.slash(bot.alice, "chat", prompt="go", guild=bot.guild)

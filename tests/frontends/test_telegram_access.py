@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.telegram_ui.commands import ADMINS_ONLY_RELOAD, NOT_ALLOWED
+from bot.chat.commands import ADMINS_ONLY_RELOAD, NOT_ALLOWED
 from tests.fakes.telegram_api import FakeTelegram
 from tests.frontends.telegram_harness import (
     ADMIN,

@@ -8,15 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.telegram_ui.commands import (
-    ADMINS_ONLY_RESET,
-    ADMINS_ONLY_SYSTEM,
-    ASK_USAGE,
-    HELP,
-    NOT_ALLOWED,
-    START,
-    UNKNOWN_COMMAND,
-)
+from bot.chat.commands import ASK_USAGE, NOT_ALLOWED, TELEGRAM, UNKNOWN_COMMAND
 from bot.types import ChatKey
 from tests.frontends.telegram_harness import (
     ADMIN,
@@ -59,7 +51,12 @@ async def test_menu_start_help_and_unknown_commands(
             tg.push_command(ALICE, command)
             await _replies(bot, ALICE, 1 + ["start", "help", "frobnicate", "ask"].index(command))
         commands = dict(tg.commands)
-    assert final_texts(tg, ALICE) == [START, HELP, UNKNOWN_COMMAND, ASK_USAGE]
+    assert final_texts(tg, ALICE) == [
+        TELEGRAM.start_text(),
+        TELEGRAM.help_text(),
+        UNKNOWN_COMMAND,
+        ASK_USAGE,
+    ]
     private = commands['{"type": "default"}', ""]
     groups = commands['{"type": "all_group_chats"}', ""]
     assert {c["command"] for c in private} == {"start", "help", "reset", "system", "stop", "id"}
@@ -104,7 +101,7 @@ async def test_only_admins_reset_other_dialogues(
         texts = await _replies(bot, GROUP, 5)
         bob_reset = await bot.app.store.history(_key(GROUP, BOB))
     assert texts[2:] == [
-        ADMINS_ONLY_RESET,
+        TELEGRAM.admins_only("reset"),
         f"🧹 Reset the conversation of user {ALICE}.",
         "🧹 New conversations for everyone here (1 reset).",
     ]
@@ -141,8 +138,8 @@ async def test_system_prompt_is_for_admins(
             prompts.append((await service.system_prompt("telegram", str(GROUP))).text)
         texts = final_texts(tg, GROUP)
     assert texts == [
-        ADMINS_ONLY_SYSTEM,
-        ADMINS_ONLY_SYSTEM,
+        TELEGRAM.admins_only("system"),
+        TELEGRAM.admins_only("system"),
         "System prompt set for this chat. /reset to start afresh with it.",
         "System prompt (set for this chat):\n\nAnswer in haiku.",
         "System prompt restored to the default.",

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.telegram_ui.commands import NOT_TEXT, UNKNOWN_COMMAND
+from bot.chat.commands import UNKNOWN_COMMAND
+from bot.chat.turn import NOT_SUPPORTED
 from bot.types import ChatKey
 from tests.frontends.telegram_harness import (
     ADMIN,
@@ -68,7 +69,7 @@ async def test_who_gets_an_answer_in_a_group(
         bob = await bot.stored(GROUP, BOB)
     assert first == [_full(scripted)]
     assert texts[:3] == [_full(scripted)] * 3
-    assert sorted(texts[3:]) == sorted([UNKNOWN_COMMAND, NOT_TEXT])
+    assert sorted(texts[3:]) == sorted([UNKNOWN_COMMAND, NOT_SUPPORTED])
     assert answer_to_alice.reply_to_message_id == mention["message_id"]
     # Each user has their own dialogue; the mention is not part of the question.
     assert [m.content for m in alice if m.role == "user"] == ["not for you", "what do you think?"]

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import ADMINS_ONLY_STATS, MetricsServer, metrics_server_for, watch_frontend
+from bot.chat.commands import ADMINS_ONLY_STATS
+from bot.metrics import MetricsServer, metrics_server_for, watch_frontend
 from tests.frontends.backends import BACKENDS
 from tests.frontends.telegram_harness import (
     ADMIN,

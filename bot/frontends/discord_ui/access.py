@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.chat.commands import Standing
 from bot.config import DiscordSettings
-
-NOT_ALLOWED = "Sorry, you are not on this bot's list of allowed users."
-ADMINS_ONLY = "Only admins (or members with Manage Server) can do that here."
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +53,13 @@ class AccessPolicy:
             not s.allowed_roles or bool(caller.role_ids & set(s.allowed_roles))
         )
 
-    def may_configure_chat(self, caller: Caller) -> bool:
-        """Change what a whole chat shares (its system prompt, others' dialogues)."""
-        # A DM is a chat of one: its user configures it, as long as they may chat at all.
-        return self.is_admin(caller) or (caller.is_dm and self.may_chat(caller))
-
-    def configured_admins(self) -> tuple[int, ...]:
-        return self._settings().admins
+    def standing(self, caller: Caller) -> Standing:
+        """The caller where they are, as the command rules judge them."""
+        return Standing(
+            is_allowed=self.may_chat(caller),
+            is_admin=self._is_configured_admin(caller),
+            manages_place=not caller.is_dm and caller.manages_server,
+        )
 
     def _is_configured_admin(self, caller: Caller) -> bool:
         return caller.user_id in self._settings().admins

@@ -14,13 +14,14 @@ from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, DiscordSettings, Settings
 from bot.frontends.discord_ui.access import AccessPolicy
-from bot.frontends.discord_ui.commands import DiscordHandlers
+from bot.frontends.discord_ui.answers import Answers
+from bot.frontends.discord_ui.commands import SlashCommands
 from bot.frontends.discord_ui.connect import connector_for, is_default_api_base
 from bot.frontends.discord_ui.controls import AnswerButton, StopButton
 from bot.frontends.discord_ui.replies import ReplyStreams
 from bot.frontends.discord_ui.sink import NO_MENTIONS
 from bot.frontends.discord_ui.turns import TurnReader
-from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
+from bot.metrics import Metrics, PlatformErrorKind
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import Clock, SystemClock
 from bot.store.records import InterruptedReply
@@ -31,17 +32,22 @@ INTERACTION_TOKEN_TTL = 15 * 60.0  # Discord's; a test server may use less
 
 
 class _Client(discord.Client):
-    """discord.py client that hands events to the handlers and syncs commands on login."""
+    """discord.py client that hands events to the answers and syncs commands on login."""
 
     def __init__(
-        self, handlers: DiscordHandlers, *, guild_ids: tuple[int, ...], **options: object
+        self,
+        answers: Answers,
+        commands: SlashCommands,
+        *,
+        guild_ids: tuple[int, ...],
+        **options: object,
     ) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
-        self.stop_handler = handlers  # found by StopButton.callback via interaction.client
-        self._handlers = handlers
+        self.stop_handler = answers  # found by StopButton.callback via interaction.client
+        self._answers = answers
         self._guild_ids = guild_ids
         self.tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(self)
-        handlers.add_commands(self.tree)  # type: ignore[arg-type]
+        commands.add_to(self.tree)  # type: ignore[arg-type]
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(StopButton, AnswerButton)
@@ -63,7 +69,7 @@ class _Client(discord.Client):
 
     async def on_ready(self) -> None:
         assert self.user is not None
-        self._handlers.set_bot_user(self.user.id)
+        self._answers.set_bot_user(self.user.id)
         log.info(
             "discord: connected as %s (id %d) in %d guilds",
             self.user.name,
@@ -72,7 +78,7 @@ class _Client(discord.Client):
         )
 
     async def on_message(self, message: discord.Message) -> None:
-        await self._handlers.on_message(message)
+        await self._answers.on_message(message)
 
 
 class DiscordFrontend:
@@ -120,7 +126,7 @@ class DiscordFrontend:
         # Allowlists and admins are read from `live` on every call: a reload applies at once.
         live = live or LiveSettings(Settings(discord=settings, chat=chat))
         access = AccessPolicy(lambda: live.settings.discord)
-        self._handlers = DiscordHandlers(
+        self._answers = Answers(
             service,
             self.replies,
             access,
@@ -128,7 +134,9 @@ class DiscordFrontend:
             token_ttl=token_ttl,
             token_margin=token_margin,
             regenerate_button=chat.regenerate_button,
-            reloader=reloader,
+        )
+        self._commands = SlashCommands(
+            service, self._answers, access, metrics=metrics, reloader=reloader
         )
         live.subscribe(lambda s: self.replies.set_edit_interval(s.discord.edit_interval))
         self._client: _Client | None = None
@@ -153,7 +161,8 @@ class DiscordFrontend:
             # A plain Client would connect to Discord's own gateway: ask api_base for its own.
             connector = await connector_for(settings.api_base, settings.token, proxy=proxy)
         client = _Client(
-            self._handlers,
+            self._answers,
+            self._commands,
             guild_ids=settings.guild_ids,
             intents=discord.Intents.default(),  # guilds, guild and DM messages: none privileged
             connector=connector,
@@ -162,7 +171,6 @@ class DiscordFrontend:
             guild_ready_timeout=self._guild_ready_timeout,
             max_ratelimit_timeout=30.0,
         )
-        add_stats_command(client.tree, admins=frozenset(settings.admins), metrics=self._metrics)
         self._client = client
         self._task = asyncio.create_task(client.start(settings.token), name="discord client")
         ready = asyncio.create_task(client.wait_until_ready())
@@ -190,11 +198,11 @@ class DiscordFrontend:
 
     async def stop_receiving(self) -> None:
         """Refuse new commands and messages; answers being written go on."""
-        self._handlers.stop_accepting()
+        self._answers.stop_accepting()
 
     async def close(self) -> None:
         """Land the final text of every answer still being written, then disconnect."""
-        self._handlers.stop_accepting()
+        self._answers.stop_accepting()
         await self.replies.close()
         await self._shut_client()
 
@@ -215,26 +223,3 @@ class DiscordFrontend:
 def _log_client_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("discord: the client stopped: %r", task.exception())
-
-
-def add_stats_command(
-    tree: app_commands.CommandTree[discord.Client],
-    *,
-    admins: frozenset[int],
-    metrics: Metrics | None,
-) -> None:
-    """/stats: the figures /metrics serves, privately, to the configured admins only.
-
-    Not to server managers (who are admins of their own server elsewhere): the figures are
-    the whole bot's, every server's and platform's.
-    """
-
-    @tree.command(name="stats", description="The bot's figures: replies, tokens, timings (admins)")
-    async def stats(interaction: discord.Interaction) -> None:
-        if interaction.user.id not in admins:
-            text = ADMINS_ONLY_STATS
-        elif metrics is None:
-            text = NO_STATS
-        else:
-            text = format_stats(metrics.snapshot())
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

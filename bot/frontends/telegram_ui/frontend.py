@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from telegram import BotCommandScopeAllGroupChats, BotCommandScopeDefault, Message, Update, User
-from telegram.constants import ChatType, MessageEntityType
+from telegram import BotCommandScopeAllGroupChats, BotCommandScopeDefault, Message, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
-from telegram.ext import (
-    Application,
-    CallbackQueryHandler,
-    CommandHandler,
-    ContextTypes,
-    MessageHandler,
-    filters,
-)
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot.chat.service import ChatService
 from bot.chat.turn import TurnComposer
 from bot.config import ChatSettings, ConfigError, Settings, TelegramSettings
 from bot.frontends.redact import Redaction, url_password
-from bot.frontends.telegram_ui.access import Access, BotIdentity, group_turn_text
-from bot.frontends.telegram_ui.commands import (
-    NOT_ALLOWED,
-    NOT_TEXT,
-    PLATFORM,
-    UNKNOWN_COMMAND,
-    Commands,
-    bot_commands,
-)
+from bot.frontends.telegram_ui.access import Access
+from bot.frontends.telegram_ui.commands import Commands, bot_commands
+from bot.frontends.telegram_ui.messages import PLATFORM, BotIdentity, TurnReader
 from bot.frontends.telegram_ui.notices import Notices
 from bot.frontends.telegram_ui.pacers import ChatPacers
 from bot.frontends.telegram_ui.replies import (
@@ -42,8 +28,7 @@ from bot.frontends.telegram_ui.replies import (
     ReplyRunner,
 )
 from bot.frontends.telegram_ui.request import CountingRequest, ErrorCounter
-from bot.frontends.telegram_ui.turns import TurnReader
-from bot.metrics import ADMINS_ONLY_STATS, NO_STATS, Metrics, PlatformErrorKind, format_stats
+from bot.metrics import Metrics, PlatformErrorKind
 from bot.reload import LiveSettings, Reloader
 from bot.render.pacing import ChatPacer, Clock, SystemClock
 from bot.store.records import InterruptedReply
@@ -51,12 +36,8 @@ from bot.store.records import InterruptedReply
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-# Answered for everyone (with a refusal if need be); /id is how a newcomer asks to be let in.
-OPEN_COMMANDS = frozenset({"start", "help", "id"})
 # Loggers that may print request URLs, which carry the bot token (PTB logs its base URL).
 URL_LOGGERS = ("httpx", "httpcore", "telegram")
-
-CommandFn = Callable[[Message, User, Sequence[str]], Awaitable[None]]
 
 
 def file_url_for(base_url: str) -> str:
@@ -138,7 +119,14 @@ class TelegramFrontend:
         )
         turns = TurnReader(bot, TurnComposer(chat))
         self._commands = Commands(
-            service, self._access, self._notices, self._replies, turns, reloader=reloader
+            service,
+            self._access,
+            self._notices,
+            self._replies,
+            turns,
+            identity=self._identity,
+            metrics=metrics,
+            reloader=reloader,
         )
         self._add_handlers()
         live.subscribe(self._apply_settings)
@@ -285,98 +273,14 @@ class TelegramFrontend:
             self._metrics.count_platform_error(PLATFORM, kind)
 
     def _add_handlers(self) -> None:
-        new_message = filters.UpdateType.MESSAGE
         app = self._app
         app.add_handler(CallbackQueryHandler(self._on_button, pattern=f"^{STOP_PREFIX}"))
         answer_buttons = f"^({REGENERATE_PREFIX}|{CONTINUE_PREFIX})"
         app.add_handler(CallbackQueryHandler(self._on_answer_button, pattern=answer_buttons))
-        for name, handler in self._commands.handlers().items():
-            app.add_handler(CommandHandler(name, self._command(name, handler), filters=new_message))
-        app.add_handler(
-            CommandHandler("stats", self._command("stats", self._stats), filters=new_message)
-        )
-        app.add_handler(MessageHandler(new_message & filters.COMMAND, self._on_unknown_command))
-        text = new_message & filters.TEXT & ~filters.COMMAND
-        app.add_handler(MessageHandler(text, self._on_text))
-        app.add_handler(MessageHandler(new_message & filters.Document.ALL, self._on_text))
-        app.add_handler(
-            MessageHandler(
-                new_message & ~filters.TEXT & ~filters.StatusUpdate.ALL, self._on_not_text
-            )
-        )
+        self._commands.add_to(app)  # commands, then the messages that ask something
         app.add_error_handler(self._on_error)
 
     # Handlers -------------------------------------------------------------------------------
-
-    def _command(
-        self, name: str, handler: CommandFn
-    ) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
-        async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-            message, user = update.message, update.effective_user
-            if message is None or user is None or user.is_bot:
-                return
-            if name not in OPEN_COMMANDS and not self._access.is_allowed(user.id, message.chat.id):
-                await self._refuse(message)
-                return
-            await handler(message, user, context.args or [])
-
-        return run
-
-    async def _stats(self, message: Message, user: User, args: Sequence[str]) -> None:
-        """/stats (admins): the figures /metrics serves, as text."""
-        if not self._access.is_admin(user.id):
-            await self._commands.say(message, ADMINS_ONLY_STATS)
-        elif self._metrics is None:
-            await self._commands.say(message, NO_STATS)
-        else:
-            await self._commands.say(message, format_stats(self._metrics.snapshot()))
-
-    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A text message, or a file with or without a caption."""
-        message, user = update.message, update.effective_user
-        if message is None or user is None or user.is_bot:
-            return
-        if message.chat.type == ChatType.PRIVATE:
-            text: str | None = message.text or message.caption or ""
-        else:
-            text = group_turn_text(message, self._identity())
-            if text is None:
-                return  # group chatter not meant for the bot
-        if not self._access.is_allowed(user.id, message.chat.id):
-            await self._refuse(message)
-            return
-        await self._commands.answer(message, user, text)
-
-    async def _refuse(self, message: Message) -> None:
-        """One line in a private chat; nothing in a group (a refusal there is only noise)."""
-        if message.chat.type == ChatType.PRIVATE:
-            await self._commands.say(message, NOT_ALLOWED)
-
-    async def _on_not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = update.message, update.effective_user
-        if message is None or user is None or user.is_bot:
-            return
-        if message.chat.type != ChatType.PRIVATE and not self._identity().is_addressed(message):
-            return
-        if not self._access.is_allowed(user.id, message.chat.id):
-            await self._refuse(message)
-            return
-        await self._commands.say(message, NOT_TEXT)
-
-    async def _on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message
-        if message is None or message.text is None:
-            return
-        if message.chat.type != ChatType.PRIVATE:
-            # Groups see every bot's commands: answer only /command@thisbot.
-            entity = next(
-                (e for e in message.entities if e.type == MessageEntityType.BOT_COMMAND), None
-            )
-            command = message.parse_entity(entity) if entity is not None else ""
-            _, _, username = command.partition("@")
-            if username.lower() != self._identity().username.lower():
-                return
-        await self._commands.say(message, UNKNOWN_COMMAND)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

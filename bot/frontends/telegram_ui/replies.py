@@ -17,6 +17,7 @@ from telegram.error import TelegramError
 
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
+from bot.frontends.telegram_ui.messages import is_group_chat, target_of
 from bot.frontends.telegram_ui.notices import Notices
 from bot.frontends.telegram_ui.pacers import ChatPacers, TelegramPacer
 from bot.frontends.telegram_ui.sink import ChatTarget, Limiter, TelegramSink
@@ -45,16 +46,6 @@ RESTART_NOTE = (
 CLOSING_TEXT = "I'm restarting right now; please send that again in a minute."
 TYPING_EVERY = 4.5
 PLATFORM = "telegram"  # Telegram shows the typing action for about 5 s
-
-
-def target_of(message: Message) -> ChatTarget:
-    """Answer in the message's chat (and forum topic), as a reply to it."""
-    thread = message.message_thread_id if message.is_topic_message else None
-    return ChatTarget(message.chat.id, reply_to=message.message_id, thread_id=thread)
-
-
-def is_group_chat(message: Message) -> bool:
-    return message.chat.type != "private"
 
 
 @dataclass
