@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from bot.render.delivery import DeliveryOptions
+
 DEFAULT_CONFIG_PATH = Path("config.toml")
 TOKEN_ENV = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
 ENV_PREFIX = "BOT_"
@@ -171,7 +173,7 @@ class TelegramSettings:
     allowed_users: tuple[int, ...] = ()  # empty = everyone
     # Chats (groups; a private chat's id is its user's id) the bot answers in; empty = all.
     allowed_chats: tuple[int, ...] = ()
-    edit_interval: float = field(default=1.0, metadata=_check("positive"))
+    edit_interval: float = field(default=DeliveryOptions.edit_interval, metadata=_check("positive"))
     group_edits_per_minute: int = field(default=20, metadata=_check("positive"))
     mode: Literal["polling", "webhook"] = "polling"
     webhook_url: str = ""
@@ -193,7 +195,7 @@ class DiscordSettings:
     allowed_guilds: tuple[int, ...] = ()
     allowed_channels: tuple[int, ...] = ()  # a thread counts as its parent channel too
     allowed_roles: tuple[int, ...] = ()  # the member has at least one of these roles
-    edit_interval: float = field(default=1.0, metadata=_check("positive"))
+    edit_interval: float = field(default=DeliveryOptions.edit_interval, metadata=_check("positive"))
     guild_ids: tuple[int, ...] = ()  # sync slash commands to these guilds (instant); else globally
 
 

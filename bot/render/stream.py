@@ -7,10 +7,19 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator
-from typing import Protocol
+from dataclasses import dataclass
 
+from bot.render.delivery import (
+    DeliveryFailed,
+    DeliveryOptions,
+    MessageSink,
+    NotModified,
+    RetryAfter,
+    RetryPolicy,
+    TransientSinkError,
+)
 from bot.render.layout import Layout, ReplyView
-from bot.render.pacing import ChatPacer, Clock
+from bot.render.pacing import ChatPacer, Clock, Turn
 from bot.types import (
     AnswerDelta,
     Queued,
@@ -32,39 +41,6 @@ ENDING_NOTES: dict[ReplyStatus, str] = {
 }
 
 
-class RetryAfter(Exception):
-    """The platform answered 429: try again after `seconds` (raised by sinks)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"flood control: retry after {seconds} s")
-        self.seconds = float(seconds)
-
-
-class TransientSinkError(Exception):
-    """A network error or a 5xx: the same call may succeed later (raised by sinks)."""
-
-
-class NotModified(Exception):
-    """The platform already shows this text; a sink may raise it, it counts as delivered."""
-
-
-class DeliveryFailed(Exception):
-    """The final text of a reply could not be delivered in the time allowed."""
-
-
-class MessageSink(Protocol):
-    """The platform-specific part: shows one message of one reply."""
-
-    async def show(self, index: int, text: str, *, final: bool) -> None:
-        """Show `text` as message `index` of this reply: send it if new, else edit it.
-
-        `final`: this text will not change again (a draft-streaming sink sends the real
-        message now). Raise RetryAfter on 429 and TransientSinkError on network errors and
-        5xx; 'message is not modified' is success (return, or raise NotModified).
-        """
-        ...
-
-
 def queue_status(position: int) -> str:
     return f"⏳ In queue: position {position}"
 
@@ -77,14 +53,94 @@ STARTING_STATUS = "⏳ Starting…"
 PLACEHOLDER = "…"
 
 
+class _Content:
+    """What the reply says so far, fed by its events; the view of it at a given moment."""
+
+    def __init__(self, tick_interval: float) -> None:
+        self._tick_interval = tick_interval
+        self.reasoning: list[str] = []
+        self.answer: list[str] = []
+        self.position: int | None = None
+        self.thinking_since: float | None = None
+        self.is_final = False
+        self.note: str | None = None
+
+    def feed(self, event: ReplyEvent, now: float) -> None:
+        if isinstance(event, Queued):
+            self.position = event.position
+        elif isinstance(event, Started):
+            self._start_thinking(now)
+        elif isinstance(event, ReasoningDelta):
+            self._start_thinking(now)
+            self.reasoning.append(event.text)
+        elif isinstance(event, AnswerDelta):
+            self.answer.append(event.text)
+        elif isinstance(event, ReplyFinished):
+            # The stored reply is authoritative where it has text.
+            if event.reasoning:
+                self.reasoning = [event.reasoning]
+            if event.answer:
+                self.answer = [event.answer]
+            self.finalize(event.note or ENDING_NOTES.get(event.status))
+
+    def finalize(self, note: str | None) -> None:
+        self.is_final = True
+        self.note = note
+
+    def _start_thinking(self, now: float) -> None:
+        if self.thinking_since is None:
+            self.thinking_since = now
+
+    def thinking_seconds(self, now: float) -> int | None:
+        """Seconds of thinking to show (in whole ticks), or None if no clock is shown."""
+        if self.is_final or self.thinking_since is None or any(t.strip() for t in self.answer):
+            return None
+        ticks = (now - self.thinking_since) // self._tick_interval
+        return int(ticks * self._tick_interval)
+
+    def next_status_change(self, now: float) -> float | None:
+        if self.thinking_seconds(now) is None or self.thinking_since is None:
+            return None
+        ticks = (now - self.thinking_since) // self._tick_interval + 1
+        return self.thinking_since + ticks * self._tick_interval
+
+    def view(self, seconds: int | None) -> ReplyView:
+        answer = "".join(self.answer)
+        status = None
+        if not self.is_final and not answer.strip():
+            if seconds is not None:
+                status = thinking_status(seconds)
+            elif self.position is not None:
+                status = queue_status(self.position)
+            else:
+                status = STARTING_STATUS
+        return ReplyView(
+            reasoning="".join(self.reasoning),
+            answer=answer,
+            status=status,
+            note=self.note if self.is_final else None,
+            is_final=self.is_final,
+        )
+
+
+@dataclass
+class _Message:
+    """How one message of the reply is being delivered."""
+
+    shown: tuple[str, bool] | None = None  # (text, final) that landed
+    last_call: float | None = None  # when the last call for it ended
+    retry_at: float = -math.inf  # after a transient error: not before then
+    failures: int = 0  # in a row
+
+
 class StreamRenderer:
     """Renders one reply into one or more messages while it streams, and lands its final text.
 
     Feed it events (`feed`, or `run` over an async iterator). A single flusher task pushes the
     latest layout through the sink: per message at most one call per `edit_interval`, every
-    call through the chat's shared `pacer`, never a call that repeats what a message shows.
-    The final text is retried after 429 (waiting as told) and transient errors (bounded
-    backoff) until `final_timeout` seconds have passed, then DeliveryFailed is raised.
+    call in a turn of the chat's shared `pacer`, never a call that repeats what a message
+    shows. Failed calls are retried as `policy` says (the newest text each time); the final
+    text until `final_timeout` seconds have passed, then DeliveryFailed is raised.
     """
 
     def __init__(
@@ -94,39 +150,22 @@ class StreamRenderer:
         *,
         clock: Clock,
         pacer: ChatPacer,
-        edit_interval: float = 1.0,
-        tick_interval: float = 5.0,
-        final_timeout: float = 120.0,
-        max_backoff: float = 10.0,
+        options: DeliveryOptions | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
-        if edit_interval <= 0 or tick_interval <= 0 or final_timeout <= 0 or max_backoff <= 0:
-            raise ValueError("intervals, timeout and backoff must be positive")
         self._sink = sink
         self._layout = layout
         self._clock = clock
         self._pacer = pacer
-        self._edit_interval = edit_interval
-        self._tick_interval = tick_interval
-        self._final_timeout = final_timeout
-        self._max_backoff = max_backoff
-
-        self._reasoning: list[str] = []
-        self._answer: list[str] = []
-        self._position: int | None = None
-        self._thinking_since: float | None = None
-        self._is_final = False
-        self._note: str | None = None
+        self._options = options or DeliveryOptions()
+        self._policy = policy or RetryPolicy()
+        self._content = _Content(self._options.tick_interval)
         self._version = 0  # bumped by every event; keys the layout cache
         self._cache: tuple[tuple[int, int | None], list[str]] | None = None
-
-        self._shown: dict[int, tuple[str, bool]] = {}  # index -> (text, final) that landed
-        self._last_call: dict[int, float] = {}
-        self._retry_at: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
+        self._messages: dict[int, _Message] = {}
         self._last_error: BaseException | None = None
         self._num_final_attempts = 0
         self._deadline = math.inf
-
         self._changed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
@@ -147,29 +186,16 @@ class StreamRenderer:
     @property
     def shown(self) -> list[str]:
         """The texts the platform has accepted, by message index."""
-        return [self._shown[i][0] for i in sorted(self._shown)]
+        landed = sorted((i, m.shown[0]) for i, m in self._messages.items() if m.shown)
+        return [text for _, text in landed]
 
     def feed(self, event: ReplyEvent) -> None:
         """Take one event; the flusher shows the new state within one interval."""
-        if self._is_final:
+        if self._content.is_final:
             return
-        now = self._clock.monotonic()
-        if isinstance(event, Queued):
-            self._position = event.position
-        elif isinstance(event, Started):
-            self._start_thinking(now)
-        elif isinstance(event, ReasoningDelta):
-            self._start_thinking(now)
-            self._reasoning.append(event.text)
-        elif isinstance(event, AnswerDelta):
-            self._answer.append(event.text)
-        elif isinstance(event, ReplyFinished):
-            # The stored reply is authoritative where it has text.
-            if event.reasoning:
-                self._reasoning = [event.reasoning]
-            if event.answer:
-                self._answer = [event.answer]
-            self._finalize(event.note or ENDING_NOTES.get(event.status))
+        self._content.feed(event, self._clock.monotonic())
+        if self._content.is_final:
+            self._deadline = self._clock.monotonic() + self._options.final_timeout
         self._touch()
 
     async def run(self, events: AsyncIterator[ReplyEvent]) -> None:
@@ -184,9 +210,9 @@ class StreamRenderer:
                 self.feed(event)
                 if self._flusher is not None and self._flusher.done():
                     await self._flusher  # the sink failed for good: say so now, not at the end
-                if self._is_final:
+                if self._content.is_final:
                     break
-            if not self._is_final:
+            if not self._content.is_final:
                 self._finalize(ENDING_NOTES[ReplyStatus.INTERRUPTED])
                 self._touch()
             await self.wait_done()
@@ -212,9 +238,9 @@ class StreamRenderer:
         inflight = self._inflight
         if inflight is not None and not inflight.done():
             # Let the interrupted call complete, so its message is not sent twice.
-            await self._wait_or_timeout(inflight, self._final_timeout)
-        if self._is_final:
-            self._deadline = self._clock.monotonic() + self._final_timeout
+            await self._wait_or_timeout(inflight, self._options.final_timeout)
+        if self._content.is_final:
+            self._deadline = self._clock.monotonic() + self._options.final_timeout
         else:
             self._finalize(note if note is not None else ENDING_NOTES[ReplyStatus.INTERRUPTED])
         self._version += 1
@@ -223,14 +249,9 @@ class StreamRenderer:
 
     # State ----------------------------------------------------------------------------------
 
-    def _start_thinking(self, now: float) -> None:
-        if self._thinking_since is None:
-            self._thinking_since = now
-
     def _finalize(self, note: str | None) -> None:
-        self._is_final = True
-        self._note = note
-        self._deadline = self._clock.monotonic() + self._final_timeout
+        self._content.finalize(note)
+        self._deadline = self._clock.monotonic() + self._options.final_timeout
 
     def _touch(self) -> None:
         self._version += 1
@@ -238,60 +259,30 @@ class StreamRenderer:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
-    def _thinking_seconds(self, now: float) -> int | None:
-        """Seconds of thinking to show (in whole ticks), or None if no clock is shown."""
-        if self._is_final or self._thinking_since is None or any(t.strip() for t in self._answer):
-            return None
-        ticks = (now - self._thinking_since) // self._tick_interval
-        return int(ticks * self._tick_interval)
-
-    def _next_status_change(self, now: float) -> float | None:
-        if self._thinking_seconds(now) is None or self._thinking_since is None:
-            return None
-        ticks = (now - self._thinking_since) // self._tick_interval + 1
-        return self._thinking_since + ticks * self._tick_interval
-
-    def _view(self, seconds: int | None) -> ReplyView:
-        answer = "".join(self._answer)
-        status = None
-        if not self._is_final and not answer.strip():
-            if seconds is not None:
-                status = thinking_status(seconds)
-            elif self._position is not None:
-                status = queue_status(self._position)
-            else:
-                status = STARTING_STATUS
-        return ReplyView(
-            reasoning="".join(self._reasoning),
-            answer=answer,
-            status=status,
-            note=self._note if self._is_final else None,
-            is_final=self._is_final,
-        )
-
     def _render(self) -> list[str]:
         """The latest layout, cached until an event arrives or the shown seconds change."""
-        seconds = self._thinking_seconds(self._clock.monotonic())
+        seconds = self._content.thinking_seconds(self._clock.monotonic())
         key = (self._version, seconds)
         if self._cache is None or self._cache[0] != key:
-            messages = self._layout.render(self._view(seconds))
-            if len(messages) < len(self._shown):
+            messages = self._layout.render(self._content.view(seconds))
+            num_sent = len(self.shown)
+            if len(messages) < num_sent:
                 # Rare (rendered Markdown can shrink as it grows): a sink cannot delete, so a
                 # message already sent keeps a placeholder rather than repeating earlier text.
-                log.warning("layout shrank from %d to %d messages", len(self._shown), len(messages))
-                messages = messages + [PLACEHOLDER] * (len(self._shown) - len(messages))
+                log.warning("layout shrank from %d to %d messages", num_sent, len(messages))
+                messages = messages + [PLACEHOLDER] * (num_sent - len(messages))
             self._cache = (key, messages)
         return self._cache[1]
 
     # Flushing -------------------------------------------------------------------------------
 
     def _needs(self, index: int, text: str, final: bool) -> bool:
-        shown = self._shown.get(index)
+        shown = self._messages[index].shown if index in self._messages else None
         # Same text but not yet final: a draft-streaming sink must still send the real message.
         return shown is None or shown[0] != text or (final and not shown[1])
 
     def _is_final_text(self, index: int, desired: list[str]) -> bool:
-        return self._is_final or index < len(desired) - 1
+        return self._content.is_final or index < len(desired) - 1
 
     def _first_pending(self, desired: list[str]) -> int | None:
         for index, text in enumerate(desired):
@@ -300,10 +291,11 @@ class StreamRenderer:
         return None
 
     def _due(self, index: int) -> float:
-        due = self._pacer.ready_at()
-        if index in self._last_call:
-            due = max(due, self._last_call[index] + self._edit_interval)
-        return max(due, self._retry_at.get(index, -math.inf))
+        message = self._messages.get(index, _Message())
+        due = max(self._pacer.ready_at(), message.retry_at)
+        if message.last_call is not None:
+            due = max(due, message.last_call + self._options.edit_interval)
+        return due
 
     async def _flush_loop(self) -> None:
         while True:
@@ -312,31 +304,34 @@ class StreamRenderer:
             desired = self._render()
             index = self._first_pending(desired)
             if index is None:
-                if self._is_final:
+                if self._content.is_final:
                     self._is_done = True
                     return
-                await self._wait_for_change(self._next_status_change(now))
+                await self._wait_for_change(self._content.next_status_change(now))
                 continue
             due = max(now, self._due(index))
-            if self._is_final and due > self._deadline:
+            if self._content.is_final and due > self._deadline:
                 raise self._delivery_failed(index)
             if due > now:
                 # Events meanwhile need no wake-up: the state is rendered afresh at `due`.
                 await self._clock.sleep(due - now)
-            await self._pacer.acquire()
-            desired = self._render()
-            if index < len(desired):
-                final = self._is_final_text(index, desired)
-                if self._needs(index, desired[index], final):
-                    await self._deliver(index, desired[index], final)
+            # Entered here, ended when the platform answers (_deliver), not when this returns.
+            turn = await self._pacer.turn().__aenter__()
+            desired = self._render()  # the newest text, now that it is this call's turn
+            final = self._is_final_text(index, desired)
+            if index < len(desired) and self._needs(index, desired[index], final):
+                await self._deliver(turn, index, desired[index], final)
+            else:
+                turn.end()
 
-    async def _deliver(self, index: int, text: str, final: bool) -> None:
-        now = self._clock.monotonic()
-        self._last_call[index] = now
-        if self._is_final:
+    async def _deliver(self, turn: Turn, index: int, text: str, final: bool) -> None:
+        message = self._messages.setdefault(index, _Message())
+        if self._content.is_final:
             self._num_final_attempts += 1
         call = asyncio.ensure_future(self._sink.show(index, text, final=final))
-        call.add_done_callback(functools.partial(self._record_landed, index, text, final))
+        call.add_done_callback(functools.partial(self._record_landed, message, text, final))
+        # The turn ends when the platform answered, even if the flusher is cancelled before.
+        call.add_done_callback(lambda _: turn.end())
         self._inflight = call
         try:
             try:
@@ -345,38 +340,35 @@ class StreamRenderer:
             finally:
                 # The interval runs from when the call ended: a library that waited out a 429
                 # (discord.py does) returns late, and the next call must not follow at once.
-                self._last_call[index] = self._clock.monotonic()
+                message.last_call = self._clock.monotonic()
         except NotModified:
             pass
-        except RetryAfter as exc:
-            self._last_error = exc
-            log.info("message %d: retry after %.1f s", index, exc.seconds)
-            self._pacer.defer(exc.seconds)
+        except (RetryAfter, TransientSinkError) as error:
+            self._last_error = error
+            if isinstance(error, TransientSinkError):
+                message.failures += 1  # a 429 says how long to wait: no backoff to grow
+            wait = self._policy.on_failure(error, message.failures, self._pacer)
+            message.retry_at = self._clock.monotonic() + wait
+            log.info("message %d: %r, trying again in %.1f s", index, error, wait)
             return
-        except TransientSinkError as exc:
-            self._last_error = exc
-            failures = self._failures[index] = self._failures.get(index, 0) + 1
-            backoff = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
-            self._retry_at[index] = now + backoff
-            log.info("message %d: %r, retrying in %.1f s", index, exc, backoff)
-            return
-        self._failures.pop(index, None)
-        self._retry_at.pop(index, None)
+        message.failures = 0
+        message.retry_at = -math.inf
 
+    @staticmethod
     def _record_landed(
-        self, index: int, text: str, final: bool, call: asyncio.Future[None]
+        message: _Message, text: str, final: bool, call: asyncio.Future[None]
     ) -> None:
         # A callback, so a call that completes after the flusher was cancelled still counts.
         if call.cancelled():
             return
         error = call.exception()
         if error is None or isinstance(error, NotModified):
-            self._shown[index] = (text, final)
+            message.shown = (text, final)
 
     def _delivery_failed(self, index: int) -> DeliveryFailed:
         return DeliveryFailed(
             f"the final text of message {index} was not delivered within "
-            f"{self._final_timeout:g} s ({self._num_final_attempts} attempts; "
+            f"{self._options.final_timeout:g} s ({self._num_final_attempts} attempts; "
             f"last error: {self._last_error!r})"
         )
 

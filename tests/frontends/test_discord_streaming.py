@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from tests.frontends.discord_harness import (
+    EDIT,
     EDIT_ORIGINAL,
+    SEND,
     assert_paced,
     is_done,
     longest_words,
@@ -87,6 +89,43 @@ async def test_429s_beyond_discord_py_retries_are_retried_by_the_renderer(
         # discord.py's 5 tries are one failure of the sink: counted once, as rate limited.
         errors = bot.app.metrics.snapshot().platform_errors
         assert errors[("discord", "rate_limited")] == 1
+
+
+async def test_after_a_429_the_channel_s_calls_are_spaced_from_the_answer_not_burst(
+    model, tokenizer, tmp_path, answer
+) -> None:
+    # Two answers stream into one channel; discord.py waits out a 429 on one edit inside the
+    # call, holding the other answer's edits (same channel bucket) back meanwhile. They must
+    # not all fire together when the wait ends: every call of the channel comes one channel
+    # gap (edit_interval / 4 = 0.25 s here) after the one before it was answered.
+    gap = 0.25
+    with throttled(model, 0.05):
+        async with running_bot(
+            model, tokenizer, tmp_path, chat=HIDDEN, discord={"edit_interval": 1.0}
+        ) as bot:
+            dc = bot.dc
+            channel = bot.guild.default_channel
+            for user in (bot.alice, bot.bob):
+                await dc.inject_message(user, "go", guild=bot.guild, mention_bot=True)
+            await dc.wait_for(lambda: len(bot.bot_messages(channel)) == 2, timeout=10)
+            dc.rate_limit(EDIT, times=1, retry_after=0.5)
+            await dc.wait_for(
+                lambda: [m for m in bot.bot_messages(channel) if is_done(m)][1:], timeout=20
+            )
+            await bot.wait_idle()
+            assert [m.content for m in bot.bot_messages(channel)] == [answer, answer]
+            calls = [c for c in dc.calls if c.route in (SEND, EDIT)]
+            [limited] = [i for i, c in enumerate(calls) if c.status == 429]
+            retried = calls[limited + 1]
+            # discord.py's retry of the same edit is the next call, 0.5 s later as told ...
+            assert (retried.path, retried.status) == (calls[limited].path, 200)
+            assert retried.at - calls[limited].at >= 0.5 * 0.9  # loop clock slack
+            # ... and no call after it follows its predecessor closer than the channel gap
+            # (a burst would put them milliseconds apart); 0.05 s allows for loopback latency.
+            later = calls[limited + 1 :]
+            assert len(later) >= 3, "too few calls after the 429 to say anything"
+            gaps = [b.at - a.at for a, b in itertools.pairwise(later)]
+            assert min(gaps) >= gap - 0.05, gaps
 
 
 async def test_an_expired_token_moves_the_answer_to_a_channel_message(

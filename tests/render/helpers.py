@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, TypeVar
 
-from bot.render.stream import NotModified
+from bot.render.delivery import NotModified
 from bot.types import ReplyEvent
 from tests.fakes.telegram_html import parse_html
 

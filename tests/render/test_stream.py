@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 
-from bot.render.layout import MARKER, DiscordLayout, Layout, ReplyView, TelegramLayout
-from bot.render.pacing import ChatPacer
-from bot.render.stream import (
+from bot.render.delivery import (
     DeliveryFailed,
+    DeliveryOptions,
     NotModified,
     RetryAfter,
-    StreamRenderer,
     TransientSinkError,
 )
+from bot.render.layout import MARKER, DiscordLayout, Layout, ReplyView, TelegramLayout
+from bot.render.pacing import ChatPacer
+from bot.render.stream import StreamRenderer
 from bot.types import (
     AnswerDelta,
     Queued,
@@ -41,9 +42,8 @@ def _renderer(
     layout = layout or TelegramLayout("hidden")
     sink = sink or FakeSink(clock, limit=layout.limit, measure=layout.measure)  # type: ignore[attr-defined]
     pacer = pacer or ChatPacer(clock, min_interval=0.0)
-    options.setdefault("edit_interval", 1.0)
-    options.setdefault("tick_interval", 5.0)
-    return StreamRenderer(sink, layout, clock=clock, pacer=pacer, **options), sink
+    delivery = DeliveryOptions(**options)
+    return StreamRenderer(sink, layout, clock=clock, pacer=pacer, options=delivery), sink
 
 
 def _finished(

@@ -23,6 +23,7 @@ from bot.frontends.discord_ui.sink import NO_MENTIONS
 from bot.frontends.discord_ui.turns import TurnReader
 from bot.metrics import Metrics, PlatformErrorKind
 from bot.reload import LiveSettings, Reloader
+from bot.render.delivery import DeliveryOptions
 from bot.render.pacing import Clock, SystemClock
 from bot.store.records import InterruptedReply
 
@@ -102,7 +103,7 @@ class DiscordFrontend:
         token_margin: float = 60.0,
         channel_calls: int | None = None,
         channel_period: float = 5.0,
-        final_timeout: float = 120.0,
+        final_timeout: float = DeliveryOptions.final_timeout,
         ready_timeout: float = 60.0,
         guild_ready_timeout: float = 2.0,
         metrics: Metrics | None = None,
@@ -116,11 +117,10 @@ class DiscordFrontend:
         self.replies = ReplyStreams(
             clock=clock or SystemClock(),
             reasoning=chat.reasoning,
-            edit_interval=settings.edit_interval,
+            options=DeliveryOptions(settings.edit_interval, final_timeout=final_timeout),
             channel_gap=min(0.25, settings.edit_interval / 4),
             channel_calls=channel_calls,
             channel_period=channel_period,
-            final_timeout=final_timeout,
             on_error=self._count_error,
         )
         # Allowlists and admins are read from `live` on every call: a reload applies at once.

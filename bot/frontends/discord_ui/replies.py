@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
 from bot.chat.service import Reply
 from bot.metrics import PlatformErrorKind
+from bot.render.delivery import DeliveryOptions, MessageSink, RetryAfter, TransientSinkError
 from bot.render.layout import DiscordLayout, ReasoningMode
-from bot.render.pacing import ChatPacer, Clock
-from bot.render.stream import MessageSink, RetryAfter, StreamRenderer, TransientSinkError
+from bot.render.pacing import ChatPacers, Clock
+from bot.render.replies import ReplyTracker, render_reply
+from bot.render.stream import StreamRenderer
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +22,11 @@ class ReplyStreams:
     """Streams replies into Discord messages and tracks them until their final text landed.
 
     Every message of a reply is edited at most once per `edit_interval`; the calls of all
-    replies in one channel share that channel's pacer (at least `channel_gap` seconds apart,
-    optionally at most `channel_calls` per `channel_period`), so one busy channel never slows
-    another. Discord's own per-route limits need no guess here: discord.py reads them from
-    every response's rate-limit headers and waits before a bucket runs dry.
+    replies in one channel go through that channel's pacer, one at a time, `channel_gap`
+    seconds after the previous one was answered (optionally at most `channel_calls` per
+    `channel_period`), so one busy channel never slows another. Discord's own per-route
+    limits need no guess here: discord.py reads them from every response's rate-limit
+    headers and waits before a bucket runs dry.
     """
 
     def __init__(
@@ -30,31 +34,28 @@ class ReplyStreams:
         *,
         clock: Clock,
         reasoning: ReasoningMode,
-        edit_interval: float,
+        options: DeliveryOptions,
         channel_gap: float,
         channel_calls: int | None,
         channel_period: float,
-        final_timeout: float,
         on_error: Callable[[PlatformErrorKind], None] | None = None,
     ) -> None:
         self._clock = clock
         self._on_error = on_error
         self._reasoning = reasoning
-        self._edit_interval = edit_interval
-        self._channel_gap = channel_gap
-        self._channel_calls = channel_calls
-        self._channel_period = channel_period
-        self._final_timeout = final_timeout
-        self._pacers: dict[int, ChatPacer] = {}
-        self._running: dict[asyncio.Task[None], tuple[Reply, int]] = {}  # -> reply, channel
+        self._options = options
+        self._pacers = ChatPacers(
+            clock, min_interval=channel_gap, group_calls=channel_calls, group_window=channel_period
+        )
+        self._tracker = ReplyTracker()
 
     def set_edit_interval(self, seconds: float) -> None:
         """A reloaded edit interval: for answers started from now on."""
-        self._edit_interval = seconds
+        self._options = dataclasses.replace(self._options, edit_interval=seconds)
 
     @property
     def num_running(self) -> int:
-        return len(self._running)
+        return self._tracker.num_open
 
     def start(
         self,
@@ -64,79 +65,39 @@ class ReplyStreams:
         channel_id: int,
         after: Callable[[], Awaitable[None]] | None = None,
     ) -> asyncio.Task[None]:
-        """Stream `reply` through `sink` in the background; then `after` (in a paced slot)."""
+        """Stream `reply` through `sink` in the background; then `after` (in a paced turn)."""
         if self._on_error is not None:
             sink = _CountingSink(sink, self._on_error)
-        renderer = StreamRenderer(
-            sink,
-            DiscordLayout(self._reasoning),
-            clock=self._clock,
-            pacer=self._pacer(channel_id),
-            edit_interval=self._edit_interval,
-            final_timeout=self._final_timeout,
-        )
-        task = asyncio.create_task(
-            self._run(renderer, reply, self._pacer(channel_id), after),
-            name=f"discord reply {reply.key}",
-        )
-        self._running[task] = (reply, channel_id)
-        task.add_done_callback(self._forget)
-        return task
+        show = self._show(reply, sink, channel_id, after)
+        return self._tracker.start(reply, show, name=f"discord reply {reply.key}")
 
     async def close(self) -> None:
         """Cut every answer short (stored as interrupted) and wait until its final text landed."""
-        for reply, _ in list(self._running.values()):
-            reply.interrupt()
-        tasks = list(self._running)
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=self._final_timeout + 1.0)
-        for task in late:
-            task.cancel()
-        if late:
-            log.warning("%d answers did not land their final text before shutdown", len(late))
-            await asyncio.wait(late)
+        await self._tracker.close(timeout=self._options.final_timeout + 1.0)
 
-    def _pacer(self, channel_id: int) -> ChatPacer:
-        pacer = self._pacers.get(channel_id)
-        if pacer is None:
-            self._forget_quiet_channels()
-            pacer = self._pacers[channel_id] = ChatPacer(
-                self._clock,
-                min_interval=self._channel_gap,
-                max_calls=self._channel_calls,
-                per_seconds=self._channel_period,
-            )
-        return pacer
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-
-    def _forget_quiet_channels(self) -> None:
-        """Drop the pacers of channels with no answer running and no call in the last period."""
-        busy = {channel_id for _, channel_id in self._running.values()}
-        horizon = self._clock.monotonic() - self._channel_period
-        for channel_id in [c for c in self._pacers if c not in busy]:
-            if self._pacers[channel_id].ready_at() < horizon:
-                del self._pacers[channel_id]
-
-    async def _run(
+    async def _show(
         self,
-        renderer: StreamRenderer,
         reply: Reply,
-        pacer: ChatPacer,
+        sink: MessageSink,
+        channel_id: int,
         after: Callable[[], Awaitable[None]] | None,
     ) -> None:
-        try:
-            await renderer.run(reply)
-            if after is not None:
-                await pacer.acquire()
-                await after()
-        except Exception:
-            # The answer can no longer be shown (a message gone for good, permissions lost):
-            # stop spending the GPU on it. What was generated is stored all the same.
-            log.exception("reply %s: cannot show the answer on Discord; stopping it", reply.key)
-            reply.stop()
+        # Every channel gets the channel budget: Discord has no private/group distinction here.
+        with self._pacers.lease(channel_id, is_group=True) as pacer:
+            renderer = StreamRenderer(
+                sink,
+                DiscordLayout(self._reasoning),
+                clock=self._clock,
+                pacer=pacer,
+                options=self._options,
+            )
+            landed = await render_reply(renderer, reply, reply)
+            if landed and after is not None:
+                try:
+                    async with pacer.turn():
+                        await after()
+                except Exception:
+                    log.exception("reply %s: the buttons under the answer failed", reply.key)
 
 
 class _CountingSink:
@@ -153,5 +114,5 @@ class _CountingSink:
             self._on_error(PlatformErrorKind.RATE_LIMITED)
             raise
         except TransientSinkError as error:
-            self._on_error(getattr(error, "kind", PlatformErrorKind.OTHER))
+            self._on_error(PlatformErrorKind(error.kind))
             raise

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import discord
 
-from bot.metrics import PlatformErrorKind
-from bot.render.stream import RetryAfter, TransientSinkError
+from bot.render.delivery import RetryAfter, TransientSinkError
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +75,13 @@ class DiscordSink:
             if exc.status == 429:  # the webhook adapter gave up after its own retries
                 raise RetryAfter(_retry_after(exc)) from None
             if exc.status >= 500:
-                error = TransientSinkError(f"Discord answered {exc.status}")
-                error.kind = PlatformErrorKind.SERVER_ERROR  # type: ignore[attr-defined]
-                raise error from None
+                raise TransientSinkError(
+                    f"Discord answered {exc.status}", kind="server_error"
+                ) from None
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            error = TransientSinkError(repr(exc))
-            error.kind = (  # type: ignore[attr-defined]
-                PlatformErrorKind.TIMEOUT
-                if isinstance(exc, TimeoutError)
-                else PlatformErrorKind.NETWORK
-            )
-            raise error from None
+            kind = "timeout" if isinstance(exc, TimeoutError) else "network"
+            raise TransientSinkError(repr(exc), kind=kind) from None
 
     async def mark_last(self, view: discord.ui.View) -> int | None:
         """Put `view` under the last message once the answer is final; returns its id."""

@@ -10,7 +10,7 @@ from typing import TypeVar
 from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.error import RetryAfter as TelegramRetryAfter
 
-from bot.render.stream import RetryAfter, TransientSinkError
+from bot.render.delivery import RetryAfter, TransientSinkError
 
 T = TypeVar("T")
 
@@ -53,6 +53,6 @@ async def translated(call: Awaitable[T]) -> T:
     except BadRequest:
         raise
     except TimedOut:
-        raise TransientSinkError("Telegram timed out") from None
+        raise TransientSinkError("Telegram timed out", kind="timeout") from None
     except NetworkError as error:
         raise TransientSinkError(f"Telegram network error: {error.message}") from None

@@ -19,7 +19,6 @@ from bot.frontends.telegram_ui.access import Access
 from bot.frontends.telegram_ui.commands import Commands, bot_commands
 from bot.frontends.telegram_ui.messages import PLATFORM, BotIdentity, TurnReader
 from bot.frontends.telegram_ui.notices import Notices
-from bot.frontends.telegram_ui.pacers import ChatPacers
 from bot.frontends.telegram_ui.replies import (
     CONTINUE_PREFIX,
     REGENERATE_PREFIX,
@@ -30,7 +29,8 @@ from bot.frontends.telegram_ui.replies import (
 from bot.frontends.telegram_ui.request import CountingRequest, ErrorCounter
 from bot.metrics import Metrics, PlatformErrorKind
 from bot.reload import LiveSettings, Reloader
-from bot.render.pacing import ChatPacer, Clock, SystemClock
+from bot.render.delivery import DeliveryOptions
+from bot.render.pacing import ChatPacers, Clock, RateBudget, SystemClock
 from bot.store.records import InterruptedReply
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ class TelegramFrontend:
         clock: Clock | None = None,
         poll_timeout: float = 10.0,
         group_window: float = 60.0,
-        tick_interval: float = 5.0,
-        final_timeout: float = 120.0,
+        tick_interval: float = DeliveryOptions.tick_interval,
+        final_timeout: float = DeliveryOptions.final_timeout,
         close_timeout: float = 30.0,
         global_calls_per_second: int | None = 30,
         use_drafts: bool = True,
@@ -88,19 +88,18 @@ class TelegramFrontend:
         self._app = self._build_application(settings, self._count_error)
         clock = clock or SystemClock()
         # Telegram's bot-wide limit (about 30 messages a second); waits, never pauses the bot.
-        limiter = None
+        budget = None
         if global_calls_per_second:
-            limiter = ChatPacer(
-                clock, min_interval=0.0, max_calls=global_calls_per_second, per_seconds=1.0
-            )
+            budget = RateBudget(clock, max_calls=global_calls_per_second, per_seconds=1.0)
         self._pacers = pacers = ChatPacers(
             clock,
             min_interval=settings.edit_interval,
             group_calls=settings.group_edits_per_minute,
             group_window=group_window,
+            budget=budget,
         )
         bot = self._app.bot
-        self._notices = Notices(bot, pacers, clock, limiter=limiter)
+        self._notices = Notices(bot, pacers, clock)
         self._replies = ReplyRunner(
             bot,
             service,
@@ -109,13 +108,10 @@ class TelegramFrontend:
             clock,
             options=ReplyOptions(
                 reasoning=chat.reasoning,
-                edit_interval=settings.edit_interval,
-                tick_interval=tick_interval,
-                final_timeout=final_timeout,
+                delivery=DeliveryOptions(settings.edit_interval, tick_interval, final_timeout),
                 use_drafts=use_drafts,
                 regenerate_button=chat.regenerate_button,
             ),
-            limiter=limiter,
         )
         turns = TurnReader(bot, TurnComposer(chat))
         self._commands = Commands(

@@ -19,11 +19,12 @@ from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.telegram_ui.messages import is_group_chat, target_of
 from bot.frontends.telegram_ui.notices import Notices
-from bot.frontends.telegram_ui.pacers import ChatPacers, TelegramPacer
-from bot.frontends.telegram_ui.sink import ChatTarget, Limiter, TelegramSink
+from bot.frontends.telegram_ui.sink import ChatTarget, TelegramSink
+from bot.render.delivery import DeliveryFailed, DeliveryOptions
 from bot.render.layout import ReasoningMode, TelegramLayout
-from bot.render.pacing import Clock
-from bot.render.stream import DeliveryFailed, StreamRenderer
+from bot.render.pacing import ChatPacer, ChatPacers, Clock
+from bot.render.replies import ReplyTracker
+from bot.render.stream import StreamRenderer
 from bot.store.records import InterruptedReply
 from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished, ReplyStatus
 
@@ -105,9 +106,7 @@ class ReplyOptions:
     """How answers are shown (from [telegram] and [chat] settings)."""
 
     reasoning: ReasoningMode = "collapsed"
-    edit_interval: float = 1.0
-    tick_interval: float = 5.0  # the "thinking… N s" status moves in steps of this
-    final_timeout: float = 120.0  # retrying the final text (429s, network errors) this long
+    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     use_drafts: bool = True
     regenerate_button: bool = True  # 🔄 under the last answer of each dialogue
 
@@ -124,7 +123,6 @@ class ReplyRunner:
         clock: Clock,
         *,
         options: ReplyOptions,
-        limiter: Limiter | None = None,
     ) -> None:
         self._bot = bot
         self._service = service
@@ -132,18 +130,18 @@ class ReplyRunner:
         self._notices = notices
         self._clock = clock
         self._options = options
-        self._limiter = limiter
         self._drafts = _DraftSupport(options.use_drafts)
         self._running: dict[int, _Running] = {}
         self._tokens = itertools.count(1)
-        self._num_starting = 0  # begin() calls waiting for start_reply
+        self._tracker = ReplyTracker()  # every answer's task, and begin()s still starting
         self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
         self._is_closing = False
         self._background: set[asyncio.Task[None]] = set()
 
     def set_edit_interval(self, seconds: float) -> None:
         """A reloaded edit interval: for answers started from now on."""
-        self._options = dataclasses.replace(self._options, edit_interval=seconds)
+        delivery = dataclasses.replace(self._options.delivery, edit_interval=seconds)
+        self._options = dataclasses.replace(self._options, delivery=delivery)
 
     @property
     def num_running(self) -> int:
@@ -195,11 +193,7 @@ class ReplyRunner:
         return "Continuing…" if is_continue else "Regenerating…"
 
     async def _starting(self, start: Awaitable[Reply]) -> Reply:
-        self._num_starting += 1
-        try:
-            return await start
-        finally:
-            self._num_starting -= 1
+        return await self._tracker.starting(start)
 
     def _run(self, message: Message, key: ChatKey, reply: Reply) -> None:
         if self._is_closing:
@@ -208,7 +202,8 @@ class ReplyRunner:
         token = next(self._tokens)
         running = _Running(reply, int(key.user_id), message)
         self._running[token] = running
-        running.task = asyncio.create_task(self._show(token, running), name=f"telegram {key}")
+        show = self._show(token, running)
+        running.task = self._tracker.start(reply, show, name=f"telegram {key}")
 
     def stop_by_button(self, data: str, user_id: int, *, is_admin: bool) -> str:
         """Handle a Stop button press; returns the text of the toast to show."""
@@ -227,25 +222,7 @@ class ReplyRunner:
     async def close(self, *, timeout: float) -> None:
         """Cut every answer short, land its text so far with a note, then return."""
         self._is_closing = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # Answers may still be starting (a message that came in just before): wait for them too.
-        while (self._running or self._num_starting) and loop.time() < deadline:
-            running = list(self._running.values())
-            for each in running:
-                each.reply.interrupt()
-            tasks = {each.task for each in running if each.task is not None}
-            if tasks:
-                await asyncio.wait(tasks, timeout=deadline - loop.time())
-            else:
-                await asyncio.sleep(0.05)
-        pending = {r.task for r in self._running.values() if r.task and not r.task.done()}
-        if pending:
-            # Stuck (the stream never ended): each task lands its text so far when cancelled.
-            log.warning("%d answers still open after %.0f s; cut off", len(pending), timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=timeout)
+        await self._tracker.close(timeout=timeout)
 
     # One answer -----------------------------------------------------------------------------
 
@@ -263,10 +240,8 @@ class ReplyRunner:
                 sink = TelegramSink(
                     self._bot,
                     target,
-                    pacer=pacer,
                     draft_base=self._draft_base(token) if use_drafts else None,
                     stop_markup=stop_markup,
-                    limiter=self._limiter,
                     on_drafts_refused=lambda everywhere: self._drafts.refuse(
                         target.chat_id, everywhere
                     ),
@@ -279,13 +254,11 @@ class ReplyRunner:
                     TelegramLayout(self._options.reasoning),
                     clock=self._clock,
                     pacer=pacer,
-                    edit_interval=self._options.edit_interval,
-                    tick_interval=self._options.tick_interval,
-                    final_timeout=self._options.final_timeout,
+                    options=self._options.delivery,
                 )
                 control = stop_markup if use_drafts else None
                 await self._render(running, renderer, pacer, control)
-                await self._offer_regenerate(running, sink)
+                await self._offer_regenerate(running, sink, pacer)
         finally:
             running.answering.set()
             typing.cancel()
@@ -297,7 +270,7 @@ class ReplyRunner:
         self,
         running: _Running,
         renderer: StreamRenderer,
-        pacer: TelegramPacer,
+        pacer: ChatPacer,
         control_markup: InlineKeyboardMarkup | None,
     ) -> None:
         key = running.reply.key
@@ -330,7 +303,9 @@ class ReplyRunner:
             log.exception("reply %s: showing it failed; stopping", key)
             running.reply.stop()
 
-    async def _offer_regenerate(self, running: _Running, sink: TelegramSink) -> None:
+    async def _offer_regenerate(
+        self, running: _Running, sink: TelegramSink, pacer: ChatPacer
+    ) -> None:
         """🔄 (and ➡ if cut at the length limit) under the answer's last message once landed."""
         final = running.final
         if not self._options.regenerate_button or final is None or self._is_closing:
@@ -350,7 +325,8 @@ class ReplyRunner:
                 )
             )
         markup = InlineKeyboardMarkup([buttons])
-        message_id = await sink.mark_last(markup)
+        async with pacer.turn():
+            message_id = await sink.mark_last(markup)
         if message_id is not None:
             self._latest.pop(key, None)  # newest last: the oldest are forgotten first
             self._latest[key] = message_id

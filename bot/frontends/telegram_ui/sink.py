@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
@@ -20,8 +18,7 @@ from bot.frontends.telegram_ui.errors import (
     is_not_modified,
     translated,
 )
-from bot.frontends.telegram_ui.pacers import TelegramPacer
-from bot.render.stream import TransientSinkError
+from bot.render.delivery import TransientSinkError
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +29,6 @@ _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 def html_to_plain(text: str) -> str:
     """What Telegram would show for our HTML, as plain text (the fallback when it refuses it)."""
     return html.unescape(_TAG.sub("", text))
-
-
-class Limiter(Protocol):
-    """Waits for a turn (a bot-wide rate limit)."""
-
-    async def acquire(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +47,8 @@ class TelegramSink:
     sendMessageDraft (draft id `draft_base + index`) and each message is sent for real once
     final. Without it, or once the server refuses drafts, messages are sent and then edited,
     with `stop_markup` (the Stop button) under the text while it changes. Text Telegram cannot
-    parse is sent again as plain text on the next call: it is never dropped. Every call is
-    made in the chat's `pacer.sending()` turn.
+    parse is sent again as plain text on the next call: it is never dropped. Each method
+    makes one Bot API call (the caller holds the chat's turn) and translates its errors.
     """
 
     def __init__(
@@ -65,19 +56,15 @@ class TelegramSink:
         bot: Bot,
         target: ChatTarget,
         *,
-        pacer: TelegramPacer | None = None,
         draft_base: int | None = None,
         stop_markup: InlineKeyboardMarkup | None = None,
-        limiter: Limiter | None = None,
         on_drafts_refused: Callable[[bool], None] | None = None,
         on_first_message: Callable[[int], None] | None = None,
     ) -> None:
         self._bot = bot
         self._target = target
-        self._pacer = pacer
         self._draft_base = draft_base
         self._stop_markup = stop_markup
-        self._limiter = limiter
         self._on_drafts_refused = on_drafts_refused
         self._on_first_message = on_first_message  # told the id of message 0 once it is sent
         self._message_ids: dict[int, int] = {}
@@ -107,16 +94,15 @@ class TelegramSink:
         assert self._draft_base is not None
         body, mode = self._body(index, text)
         try:
-            async with self._turn():
-                await translated(
-                    self._bot.send_message_draft(
-                        self._target.chat_id,
-                        self._draft_base + index,
-                        body,
-                        parse_mode=mode,
-                        message_thread_id=self._target.thread_id,
-                    )
+            await translated(
+                self._bot.send_message_draft(
+                    self._target.chat_id,
+                    self._draft_base + index,
+                    body,
+                    parse_mode=mode,
+                    message_thread_id=self._target.thread_id,
                 )
+            )
         except BadRequest as error:
             if is_entity_error(error):
                 self._fall_back_to_plain(index)
@@ -130,18 +116,17 @@ class TelegramSink:
         if index == 0 and self._target.reply_to is not None:
             reply = ReplyParameters(self._target.reply_to, allow_sending_without_reply=True)
         try:
-            async with self._turn():
-                message = await translated(
-                    self._bot.send_message(
-                        self._target.chat_id,
-                        body,
-                        parse_mode=mode,
-                        reply_markup=markup,
-                        reply_parameters=reply,
-                        message_thread_id=self._target.thread_id,
-                        link_preview_options=_NO_PREVIEW,
-                    )
+            message = await translated(
+                self._bot.send_message(
+                    self._target.chat_id,
+                    body,
+                    parse_mode=mode,
+                    reply_markup=markup,
+                    reply_parameters=reply,
+                    message_thread_id=self._target.thread_id,
+                    link_preview_options=_NO_PREVIEW,
                 )
+            )
         except BadRequest as error:
             if not is_entity_error(error):
                 raise
@@ -153,17 +138,16 @@ class TelegramSink:
     async def _edit(self, index: int, text: str, markup: InlineKeyboardMarkup | None) -> None:
         body, mode = self._body(index, text)
         try:
-            async with self._turn():
-                await translated(
-                    self._bot.edit_message_text(
-                        body,
-                        chat_id=self._target.chat_id,
-                        message_id=self._message_ids[index],
-                        parse_mode=mode,
-                        reply_markup=markup,
-                        link_preview_options=_NO_PREVIEW,
-                    )
+            await translated(
+                self._bot.edit_message_text(
+                    body,
+                    chat_id=self._target.chat_id,
+                    message_id=self._message_ids[index],
+                    parse_mode=mode,
+                    reply_markup=markup,
+                    link_preview_options=_NO_PREVIEW,
                 )
+            )
         except BadRequest as error:
             if is_not_modified(error):
                 return
@@ -176,15 +160,17 @@ class TelegramSink:
             raise
 
     async def mark_last(self, markup: InlineKeyboardMarkup) -> int | None:
-        """Put `markup` under the last message once the answer is final; returns its id."""
+        """Put `markup` under the last message once the answer is final; returns its id.
+
+        Call it in the chat's turn, like every other call of the chat.
+        """
         if not self._message_ids:
             return None
         message_id = self._message_ids[max(self._message_ids)]
         try:
-            async with self._turn():
-                await self._bot.edit_message_reply_markup(
-                    chat_id=self._target.chat_id, message_id=message_id, reply_markup=markup
-                )
+            await self._bot.edit_message_reply_markup(
+                chat_id=self._target.chat_id, message_id=message_id, reply_markup=markup
+            )
         except TelegramError as error:
             log.info("message %d: buttons not added: %s", message_id, error.message)
             return None
@@ -210,11 +196,3 @@ class TelegramSink:
         if self._on_drafts_refused is not None:
             self._on_drafts_refused(everywhere)
         raise TransientSinkError("drafts refused; sending a message instead")
-
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        """The chat's turn for one call (answered-based spacing), then the bot-wide limit."""
-        async with self._pacer.sending() if self._pacer else contextlib.nullcontext():
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            yield
