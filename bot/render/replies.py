@@ -62,6 +62,12 @@ class ReplyTracker:
     def __init__(self) -> None:
         self._open: dict[asyncio.Task[None], Stoppable] = {}
         self._num_starting = 0  # replies asked for whose stream has not begun yet
+        self._is_closing = False
+
+    @property
+    def is_closing(self) -> bool:
+        """`close` has begun: a reply started now is shown as interrupted."""
+        return self._is_closing
 
     @property
     def num_open(self) -> int:
@@ -91,6 +97,7 @@ class ReplyTracker:
         Replies still starting are waited for too. A task still open after `timeout` seconds
         (its stream never ended) is cancelled, which lands its text so far (render_reply).
         """
+        self._is_closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (self._open or self._num_starting) and loop.time() < deadline:

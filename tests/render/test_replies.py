@@ -77,8 +77,10 @@ async def test_close_interrupts_every_reply_and_waits_until_its_text_landed() ->
         tracker.start(reply, _show(reply, sink, clock), name="reply")
     await clock.settle()
     assert tracker.num_open == 3
+    assert not tracker.is_closing
     await clock.drive(tracker.close(timeout=30.0))
     assert tracker.num_open == 0
+    assert tracker.is_closing  # a reply started from now on is shown as interrupted
     assert [r.ended for r in replies] == ["interrupted"] * 3
     for i, sink in enumerate(sinks):
         assert sink.messages == {0: f"answer {i}\n\n<i>⚠️ Interrupted.</i>"}

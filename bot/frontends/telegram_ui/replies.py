@@ -135,7 +135,6 @@ class ReplyRunner:
         self._tokens = itertools.count(1)
         self._tracker = ReplyTracker()  # every answer's task, and begin()s still starting
         self._latest: dict[ChatKey, int] = {}  # the message carrying 🔄, per dialogue
-        self._is_closing = False
         self._background: set[asyncio.Task[None]] = set()
 
     def set_edit_interval(self, seconds: float) -> None:
@@ -150,7 +149,7 @@ class ReplyRunner:
     async def begin(self, message: Message, key: ChatKey, text: str) -> None:
         """Start answering `text`; a refusal (busy, empty, too long) is answered with a notice."""
         target = target_of(message)
-        if self._is_closing:
+        if self._tracker.is_closing:
             await self._notices.send(target, CLOSING_TEXT, is_group=is_group_chat(message))
             return
         try:
@@ -173,7 +172,7 @@ class ReplyRunner:
         if answer is None or user_id != owner or not is_allowed:
             return f"Only the person who asked can {verb} this answer."
         key = ChatKey(PLATFORM, str(answer.chat.id), str(owner))
-        if self._latest.get(key) != answer.message_id or self._is_closing:
+        if self._latest.get(key) != answer.message_id or self._tracker.is_closing:
             return f"Only the latest answer can be {verb}d."
         start = (
             self._service.start_reply(key, CONTINUE_TEXT)
@@ -196,7 +195,7 @@ class ReplyRunner:
         return await self._tracker.starting(start)
 
     def _run(self, message: Message, key: ChatKey, reply: Reply) -> None:
-        if self._is_closing:
+        if self._tracker.is_closing:
             reply.interrupt()  # started while shutting down: store and show it as interrupted
         # No await from here on: the reply is running and must be shown and landed.
         token = next(self._tokens)
@@ -221,7 +220,6 @@ class ReplyRunner:
 
     async def close(self, *, timeout: float) -> None:
         """Cut every answer short, land its text so far with a note, then return."""
-        self._is_closing = True
         await self._tracker.close(timeout=timeout)
 
     # One answer -----------------------------------------------------------------------------
@@ -308,7 +306,7 @@ class ReplyRunner:
     ) -> None:
         """🔄 (and ➡ if cut at the length limit) under the answer's last message once landed."""
         final = running.final
-        if not self._options.regenerate_button or final is None or self._is_closing:
+        if not self._options.regenerate_button or final is None or self._tracker.is_closing:
             return
         if final.status is ReplyStatus.INTERRUPTED:
             return
