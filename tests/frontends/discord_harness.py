@@ -29,6 +29,7 @@ from bot.reload import LiveSettings
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_state import FakeGuild, FakeRole, FakeUser, MessageRecord
 from tests.frontends.backends import RemoteModel, as_openai, openai_engine_factory
+from tests.support.models import weights_with_hookable_head
 
 EOS_ID = 151643
 ADMIN_NAME = "root"
@@ -188,7 +189,9 @@ def make_settings(
 def engine_factory(model: Any, tokenizer: Any, *, num_slots: int = 4, max_queue: int = 256) -> Any:
     def build(settings: Settings) -> tuple[Any, LocalEngine]:
         runner = ModelRunner(
-            model, CacheShape(num_slots=num_slots, slot_tokens=2048), use_cuda_graphs=False
+            weights_with_hookable_head(model),
+            CacheShape(num_slots=num_slots, slot_tokens=2048),
+            use_cuda_graphs=False,
         )
         engine = LocalEngine(
             runner, tokenizer, eos_token_ids={EOS_ID}, max_queue=max_queue, warm_up=False

@@ -27,6 +27,7 @@ from bot.reload import LiveSettings, Reloader
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call
 from tests.frontends.backends import Pace, RemoteModel, as_openai, openai_engine_factory
+from tests.support.models import weights_with_hookable_head
 
 EOS_ID = 151643
 ANSWER = "The answer is **forty-two**: see `main.py` for details."
@@ -125,7 +126,9 @@ def make_settings(
 def engine_factory(model: Any, tokenizer: Any, *, slot_tokens: int = 2048) -> Any:
     def build(settings: Settings) -> tuple[Any, LocalEngine]:
         runner = ModelRunner(
-            model, CacheShape(num_slots=4, slot_tokens=slot_tokens), use_cuda_graphs=False
+            weights_with_hookable_head(model),
+            CacheShape(num_slots=4, slot_tokens=slot_tokens),
+            use_cuda_graphs=False,
         )
         return tokenizer, LocalEngine(runner, tokenizer, eos_token_ids={EOS_ID}, warm_up=False)
 

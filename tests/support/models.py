@@ -226,3 +226,23 @@ def _check_script_margins(
             f" hidden size {model.config.hidden_size} (margin {margin:.1f}): pass a larger"
             " hidden_size"
         )
+
+
+def weights_with_hookable_head(model: Any) -> Any:
+    """The engine's weights of `model`, its LM head still called through the module.
+
+    The engine reads plain tensors out of a transformers model, so hooks on its modules never
+    run; the front-end tests slow a model down (or hold it mid-answer) with a forward pre-hook
+    on `lm_head`, so here every step's head goes through `model.lm_head` itself.
+    """
+    from bot.engine.model import DecoderWeights
+    from bot.engine.quant.plain import PlainLinear
+
+    class ModuleHead(PlainLinear):
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return model.lm_head(x)
+
+    weights = DecoderWeights.from_hf_model(model)
+    head = model.lm_head
+    weights.lm_head = ModuleHead(head.weight.detach(), head.bias)
+    return weights
