@@ -125,6 +125,17 @@ ASK_USAGE = "Usage: /ask <your question>"
 SYSTEM_CLEARED = "System prompt restored to the default."
 STOPPING = "Stopping your answer."
 NOTHING_TO_STOP = "There is no answer to stop."
+
+
+# The 🔄 (regenerate) and ➡ (continue) buttons under an answer, on both platforms.
+def only_the_asker_can(verb: str) -> str:
+    return f"Only the person who asked can {verb} this answer."
+
+
+def only_the_latest_can_be(verb: str) -> str:
+    return f"Only the latest answer can be {verb}d."
+
+
 CLEAR_WORDS = frozenset({"clear", "default", "reset"})  # `/system clear` restores the default
 
 _INTRO: Mapping[Platform, str] = {

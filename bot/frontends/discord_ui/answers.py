@@ -7,7 +7,7 @@ import re
 
 import discord
 
-from bot.chat.commands import NOT_ALLOWED
+from bot.chat.commands import NOT_ALLOWED, only_the_asker_can, only_the_latest_can_be
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.discord_ui.access import AccessPolicy, Caller
@@ -167,7 +167,7 @@ class Answers:
         verb = "continue" if is_continue else "regenerate"
         caller = caller_of(interaction)
         if caller.user_id != owner_id or not self._access.may_chat(caller):
-            await tell(interaction, f"Only the person who asked can {verb} this answer.")
+            await tell(interaction, only_the_asker_can(verb))
             return
         if not self._is_accepting:
             await tell(interaction, RESTARTING)
@@ -175,7 +175,7 @@ class Answers:
         key = key_of(interaction.channel_id, owner_id)
         old = interaction.message
         if old is None or self._latest.get(key) != old.id:
-            await tell(interaction, f"Only the latest answer can be {verb}d.")
+            await tell(interaction, only_the_latest_can_be(verb))
             return
         try:
             if is_continue:

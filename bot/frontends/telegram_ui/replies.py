@@ -15,6 +15,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, R
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
+from bot.chat.commands import only_the_asker_can, only_the_latest_can_be
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.telegram_ui.messages import is_group_chat, target_of
@@ -170,10 +171,10 @@ class ReplyRunner:
         except ValueError:
             return "That button is not mine."
         if answer is None or user_id != owner or not is_allowed:
-            return f"Only the person who asked can {verb} this answer."
+            return only_the_asker_can(verb)
         key = ChatKey(PLATFORM, str(answer.chat.id), str(owner))
         if self._latest.get(key) != answer.message_id or self._tracker.is_closing:
-            return f"Only the latest answer can be {verb}d."
+            return only_the_latest_can_be(verb)
         start = (
             self._service.start_reply(key, CONTINUE_TEXT)
             if is_continue
