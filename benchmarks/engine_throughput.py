@@ -43,7 +43,7 @@ from bot.engine.factory import free_gpu_bytes
 from bot.engine.loading import load_tokenizer, load_weights, weights_bytes
 from bot.engine.local import LocalEngine
 from bot.engine.runner import ModelRunner
-from bot.engine.scheduler import PrefillChunk
+from bot.engine.scheduler import PREFILL_TOKENS_PER_ITERATION, PrefillChunk
 
 log = logging.getLogger("bench")
 PROMPT_TOKENS = 256
@@ -169,10 +169,14 @@ async def late_arrival_ttft(engine: LocalEngine, prompts: list[list[int]]) -> fl
     return finished.first_token_seconds
 
 
-def make_engine(weights, tokenizer, shape: CacheShape) -> LocalEngine:
+def make_engine(
+    weights, tokenizer, shape: CacheShape, prefill_tokens: int = PREFILL_TOKENS_PER_ITERATION
+) -> LocalEngine:
     runner = ModelRunner(weights, shape, use_cuda_graphs=True, seed=0)
     # No EOS: random weights would stop at random places; every request runs to full length.
-    return LocalEngine(runner, tokenizer, eos_token_ids=(), max_queue=1024)
+    return LocalEngine(
+        runner, tokenizer, eos_token_ids=(), max_queue=1024, prefill_tokens=prefill_tokens
+    )
 
 
 def graph_only_rate(weights, rows: int, steps: int = 50) -> dict:
@@ -201,9 +205,10 @@ def graph_only_rate(weights, rows: int, steps: int = 50) -> dict:
     return {"rows": rows, "step_ms": step * 1000, "tokens_per_s": rows / step}
 
 
-async def bench_ours(model, tokenizer, gap: float) -> dict:
+async def bench_ours(model, tokenizer, gap: float, prefill_tokens: int) -> dict:
     results: dict = {}
-    engine = make_engine(model, tokenizer, CacheShape(num_slots=32, slot_tokens=2048))
+    shape = CacheShape(num_slots=32, slot_tokens=2048)
+    engine = make_engine(model, tokenizer, shape, prefill_tokens)
     log.info("ours: warming up (kernel compilation, graph capture)")
     started = time.perf_counter()
     async with engine:
@@ -448,6 +453,12 @@ async def main() -> None:
         help="seconds the queued baseline may run before the rest is projected",
     )
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--prefill-tokens",
+        type=int,
+        default=PREFILL_TOKENS_PER_ITERATION,
+        help="prompt tokens prefilled per engine iteration",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -458,6 +469,7 @@ async def main() -> None:
         "prompt_tokens": PROMPT_TOKENS,
         "new_tokens": NEW_TOKENS,
         "arrival_gap_s": args.gap,
+        "prefill_tokens_per_iteration": args.prefill_tokens,
         "sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
         "precisions": {},
     }
@@ -514,7 +526,7 @@ async def bench_precision(args, precision: str, tokenizer, report: dict) -> dict
         free_gpu_bytes=free_gpu_bytes(weights.device),
     )
     entry["default_cache_shape"] = {"slots": shape.num_slots, "slot_tokens": shape.slot_tokens}
-    entry["ours"] = await bench_ours(weights, tokenizer, args.gap)
+    entry["ours"] = await bench_ours(weights, tokenizer, args.gap, args.prefill_tokens)
     entry["graph_only_32"] = graph_only_rate(weights, 32)
     graph_step = entry["graph_only_32"]["step_ms"] / 1000
     # Chats arriving `gap` apart: the last arrives 31 gaps in and then needs NEW_TOKENS steps.

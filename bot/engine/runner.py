@@ -40,7 +40,7 @@ _MIN_LENGTH_BUCKET = 256
 # A packed prefill is padded up to one of these token counts. Matmul kernels are tuned (and
 # humming's are compiled, about a minute each) per range of rows: a few fixed sizes, all
 # compiled at warm-up, mean no user's odd-sized prompt ever waits for a compilation.
-PREFILL_BUCKETS = (32, 128, 512, 2048)
+PREFILL_BUCKETS = (32, 128, 512, 1024, 2048)
 _PREFILL_BACKENDS = [
     SDPBackend.FLASH_ATTENTION,
     SDPBackend.EFFICIENT_ATTENTION,
