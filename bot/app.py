@@ -16,19 +16,17 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.chat.prompt import PromptBuilder
 from bot.chat.service import ChatService
 from bot.config import ConfigError, Settings
+from bot.engine.base import Engine
 from bot.frontends.base import Frontend, StartupError
 from bot.metrics import Metrics, MetricsServer, serve_metrics, watch_frontend
 from bot.reload import LiveSettings, Reloader
 from bot.store.records import InterruptedReply
 from bot.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from bot.engine.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +78,7 @@ class Shutdown:
 class App:
     settings: Settings
     store: SqliteStore
-    engine: Any
+    engine: Engine
     service: ChatService
     tokenizer: Any
     metrics: Metrics
@@ -93,7 +91,7 @@ class App:
     frontends: list[Frontend] = field(default_factory=list)  # those started, in order
 
 
-EngineFactory = Callable[[Settings], tuple[Any, Any]]
+EngineFactory = Callable[[Settings], tuple[Any, Engine]]  # (tokenizer, engine)
 FrontendFactory = Callable[[App], Sequence[Frontend]]
 
 

@@ -127,6 +127,13 @@ STOPPING = "Stopping your answer."
 NOTHING_TO_STOP = "There is no answer to stop."
 
 
+# The Stop button under a streaming answer, on both platforms.
+ONLY_ASKER_OR_ADMIN_STOPS = "Only the person who asked (or an admin) can stop this answer."
+ANSWER_ALREADY_FINISHED = "This answer has already finished."
+STOPPING_ANSWER = "Stopping…"
+NOT_MY_BUTTON = "That button is not mine."
+
+
 # The 🔄 (regenerate) and ➡ (continue) buttons under an answer, on both platforms.
 def only_the_asker_can(verb: str) -> str:
     return f"Only the person who asked can {verb} this answer."

@@ -57,6 +57,14 @@ class DeliveryFailed(Exception):
     """A text could not be delivered in the time (or the attempts) allowed."""
 
 
+class DeliveryRefused(Exception):
+    """The platform refuses this reply for good (raised by sinks).
+
+    The user blocked the bot, the chat or channel is gone, the bot lost its permission to
+    write there: retrying cannot help, and no one will see the rest of the answer.
+    """
+
+
 class MessageSink(Protocol):
     """The platform-specific part: shows one message of one reply."""
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any, Protocol, TypeVar
 
-from bot.render.delivery import DeliveryFailed
+from bot.render.delivery import DeliveryFailed, DeliveryRefused
 from bot.render.stream import StreamRenderer
 from bot.types import ReplyEvent
 
@@ -32,6 +32,7 @@ async def render_reply(
     events: AsyncIterator[ReplyEvent],
     *,
     shutdown_note: str | None = None,
+    name: str = "reply",
 ) -> bool:
     """Show `events` through `renderer` until the final text landed; True if it did.
 
@@ -39,7 +40,7 @@ async def render_reply(
     `shutdown_note` (None: the usual "interrupted" note), then the cancellation goes on.
     If the answer can no longer be shown (blocked, a message gone for good, permissions
     lost), the model is stopped: no one would see the rest. What was generated is stored
-    all the same.
+    all the same. `name` says which reply in the log.
     """
     try:
         await renderer.run(events)
@@ -49,9 +50,13 @@ async def render_reply(
         await renderer.finish_now(shutdown_note)
         raise
     except DeliveryFailed as error:
-        log.error("final text not delivered: %s", error)
+        log.error("%s: final text not delivered: %s", name, error)
+    except DeliveryRefused as error:
+        # Expected in a bot's life (a user blocks it): a line, not a traceback.
+        log.warning("%s: the platform refused it (%s); stopping the answer", name, error)
+        reply.stop()
     except Exception:
-        log.exception("the answer cannot be shown; stopping it")
+        log.exception("%s: the answer cannot be shown; stopping it", name)
         reply.stop()
     return False
 

@@ -118,6 +118,17 @@ class Bot:
             platform="discord", chat_id=str(channel_id), user_id=str(user.id)
         )
 
+    async def stored_once_ended(
+        self, channel_id: int, user: FakeUser, timeout: float = 10.0
+    ) -> list[Any]:
+        """Like `stored`, once the last answer is stored as ended (storing follows the show)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (stored := await self.stored(channel_id, user))[-1].status == "streaming":
+            assert loop.time() < deadline, "the answer was never stored as ended"
+            await asyncio.sleep(0.02)
+        return stored
+
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no answer is being shown any more (polled: the fake sees nothing of this)."""
         loop = asyncio.get_running_loop()

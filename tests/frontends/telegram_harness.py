@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import threading
@@ -87,6 +88,17 @@ class Bot:
         return await self.app.store.query_messages(
             platform="telegram", chat_id=str(chat_id), user_id=str(user_id)
         )
+
+    async def stored_once_ended(
+        self, chat_id: int, user_id: int, timeout: float = 10.0
+    ) -> list[Any]:
+        """Like `stored`, once the last answer is stored as ended (storing follows the show)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (stored := await self.stored(chat_id, user_id))[-1].status == "streaming":
+            assert loop.time() < deadline, "the answer was never stored as ended"
+            await asyncio.sleep(0.02)
+        return stored
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no answer is being shown."""

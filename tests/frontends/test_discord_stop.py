@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from tests.fakes.discord_state import (
     MessageRecord,
 )
 from tests.frontends.backends import BACKENDS, on_backend
-from tests.frontends.discord_harness import is_done, longest_words, running_bot, throttled
+from tests.frontends.discord_harness import (
+    SEND,
+    is_done,
+    longest_words,
+    running_bot,
+    throttled,
+)
 from tests.support.models import build_scripted_model
 
 HIDDEN = {"reasoning": "hidden"}
@@ -156,3 +163,21 @@ async def test_shutdown_lands_the_text_so_far_with_a_note(
             # Bob's answer had not shown any text yet: the note alone is its final text.
             assert dm_reply.content.endswith(note.strip()) and dm_reply.referenced is dm
             assert not dm_reply.components
+
+
+async def test_losing_the_right_to_write_stops_the_model_with_a_warning(
+    model, tokenizer, tmp_path, caplog
+) -> None:
+    with throttled(model, 0.05), caplog.at_level(logging.WARNING):  # 3 s if nobody stops it
+        async with running_bot(model, tokenizer, tmp_path, chat=HIDDEN) as bot:
+            dc = bot.dc
+            dc.fail(SEND, 403, code=50013, message="Missing Permissions", times=100)
+            await dc.inject_message(bot.mona, "still there?", guild=bot.guild, mention_bot=True)
+            await dc.wait_for(lambda: dc.calls_to(SEND))
+            await bot.wait_idle()
+            stored = await bot.stored_once_ended(bot.guild.default_channel.id, bot.mona)
+    assert stored[-1].status == "stopped"
+    assert not bot.bot_messages(bot.guild.default_channel)
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals and all(r.levelno == logging.WARNING for r in refusals)
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a lost permission"

@@ -120,7 +120,7 @@ async def test_stop_button_in_a_group(scripted: Scripted, tokenizer: Any, tmp_pa
         texts = await _answered(bot, 1)
         stored = await bot.stored(GROUP, ALICE)
     assert tg.callback_queries[refused].answer == {
-        "text": "Only the person who asked can stop this answer."
+        "text": "Only the person who asked (or an admin) can stop this answer."
     }
     assert tg.callback_queries[stopped].answer == {"text": "Stopping…"}
     assert stored[-1].status == "stopped"

@@ -330,3 +330,24 @@ async def test_reasoning_modes(
     else:
         assert texts == [f"{scripted.reasoning}\n{ANSWER_SHOWN}"]
         assert message.raw.startswith(tag)
+
+
+async def test_a_user_who_blocked_the_bot_stops_the_model_with_a_warning(
+    scripted: Scripted, tokenizer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.throttle.delay = 0.05  # the whole script would take 3 s
+    blocked = "Forbidden: bot was blocked by the user"
+    with caplog.at_level(logging.WARNING):
+        async with running_bot(scripted.model, tokenizer, tmp_path) as bot:
+            for method in ("sendMessage", "sendMessageDraft"):
+                bot.tg.inject_error(method, 403, description=blocked, chat_id=USER, times=100)
+            bot.tg.push_text(USER, "Are you there?")
+            await bot.tg.wait_for(lambda: bot.tg.calls_of("sendMessageDraft", chat_id=USER))
+            await bot.wait_idle()
+            stored = await bot.stored_once_ended(USER, USER)
+    # No one can see the answer: the model was stopped early; what it wrote is kept.
+    assert stored[-1].status == "stopped"
+    assert stored[-1].num_generated_tokens < scripted.num_tokens
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals and all(r.levelno == logging.WARNING for r in refusals)
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a blocked user"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
-from bot.render.delivery import DeliveryOptions, RetryAfter
+import pytest
+
+from bot.render.delivery import DeliveryOptions, DeliveryRefused, RetryAfter
 from bot.render.layout import TelegramLayout
 from bot.render.pacing import ChatPacer, Clock, SystemClock
 from bot.render.replies import ReplyTracker, render_reply
@@ -141,3 +144,21 @@ async def test_a_final_text_that_never_lands_is_reported_not_raised() -> None:
         render_reply(_renderer(sink, clock), reply, reply.events(), shutdown_note="Bye.")
     )
     assert not landed and sink.messages == {}
+
+
+async def test_a_reply_the_platform_refuses_is_stopped_with_a_warning_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    reply = FakeReply()
+    reply.interrupt()  # the stream ends: the refusal is noticed when the text should land
+    sink = FakeSink(clock)
+    sink.fail(DeliveryRefused("Forbidden: bot was blocked by the user"), times=-1)
+    with caplog.at_level(logging.WARNING, logger="bot.render.replies"):
+        landed = await clock.drive(
+            render_reply(_renderer(sink, clock), reply, reply.events(), name="reply 7")
+        )
+    assert not landed and reply.is_stopped
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "reply 7" in record.getMessage() and "blocked by the user" in record.getMessage()

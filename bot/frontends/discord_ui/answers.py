@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 import discord
 
-from bot.chat.commands import NOT_ALLOWED, only_the_asker_can, only_the_latest_can_be
+from bot.chat.commands import (
+    ANSWER_ALREADY_FINISHED,
+    NOT_ALLOWED,
+    ONLY_ASKER_OR_ADMIN_STOPS,
+    only_the_asker_can,
+    only_the_latest_can_be,
+)
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.discord_ui.access import AccessPolicy, Caller
@@ -31,7 +38,6 @@ log = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 100_000  # dialogues whose latest answer carries live buttons
 
-ONLY_OWNER_STOPS = "Only the person who asked (or an admin) can stop this answer."
 RESTARTING = "The bot is restarting; please try again in a minute."
 
 
@@ -97,15 +103,12 @@ class Answers:
             await tell(interaction, str(exc))
             return
         await interaction.response.defer(thinking=True)
-        try:
-            turn = await self._turns.slash_turn(prompt, file)
-            started = await self._service.start_reply(key, turn)
-        except ChatError as exc:  # the file is not UTF-8, the engine is busy, or a race
-            await retract(interaction, str(exc))
-            return
-        except Exception:
-            log.exception("discord: could not start a reply for %s", key)
-            await retract(interaction, FAILED)
+        started = await self._start(
+            key,
+            lambda: self._turns.slash_turn(prompt, file),
+            lambda note: retract(interaction, note),
+        )
+        if started is None:
             return
         deadline = interaction.created_at.timestamp() + self._token_ttl - self._token_margin
         sink = DiscordSink(
@@ -133,15 +136,13 @@ class Answers:
             return
         text = re.sub(rf"<@!?{self._bot_user_id}>", " ", message.content)
         key = key_of(message.channel.id, caller.user_id)
-        try:
-            turn = await self._turns.turn(message, self._bot_user_id, text)
-            started = await self._service.start_reply(key, turn)
-        except ChatError as exc:
-            await reply(message, str(exc))
-            return
-        except Exception:
-            log.exception("discord: could not start a reply for %s", key)
-            await reply(message, FAILED)
+        bot_user_id = self._bot_user_id
+        started = await self._start(
+            key,
+            lambda: self._turns.turn(message, bot_user_id, text),
+            lambda note: reply(message, note),
+        )
+        if started is None:
             return
         sink = DiscordSink(
             message.channel, make_view=lambda: stop_view(caller.user_id), reply_to=message
@@ -152,13 +153,13 @@ class Answers:
         """The Stop button: its owner (or an admin) stops that answer."""
         caller = caller_of(interaction)
         if caller.user_id != owner_id and not self._access.is_admin(caller):
-            await tell(interaction, ONLY_OWNER_STOPS)
+            await tell(interaction, ONLY_ASKER_OR_ADMIN_STOPS)
             return
         if self._service.stop(key_of(interaction.channel_id, owner_id)):
             # Acknowledged without a change: the answer's own next edit shows that it stopped.
             await interaction.response.defer()
         else:
-            await tell(interaction, "This answer has already finished.")
+            await tell(interaction, ANSWER_ALREADY_FINISHED)
 
     async def on_answer_button(
         self, interaction: discord.Interaction, owner_id: int, *, is_continue: bool
@@ -196,6 +197,26 @@ class Answers:
             channel_of(interaction), make_view=lambda: stop_view(owner_id), reply_to=old
         )
         self._stream(started, sink, interaction.channel_id)
+
+    async def _start(
+        self,
+        key: ChatKey,
+        read_turn: Callable[[], Awaitable[str]],
+        refuse: Callable[[str], Awaitable[object]],
+    ) -> Reply | None:
+        """Read the user's turn and start its answer; None (the user told why) if it cannot.
+
+        A ChatError (a file that is not UTF-8, the engine busy, a race) is said as it is;
+        anything else is logged and the user gets the generic failure text.
+        """
+        try:
+            return await self._service.start_reply(key, await read_turn())
+        except ChatError as exc:
+            await refuse(str(exc))
+        except Exception:
+            log.exception("discord: could not start a reply for %s", key)
+            await refuse(FAILED)
+        return None
 
     def _stream(self, started: Reply, sink: DiscordSink, channel_id: int | None) -> None:
         assert channel_id is not None

@@ -91,7 +91,7 @@ class ReplyStreams:
                 pacer=pacer,
                 options=self._options,
             )
-            landed = await render_reply(renderer, reply, reply)
+            landed = await render_reply(renderer, reply, reply, name=f"reply {reply.key}")
             if landed and after is not None:
                 try:
                     async with pacer.turn():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import discord
 
-from bot.render.delivery import RetryAfter, TransientSinkError
+from bot.render.delivery import DeliveryRefused, RetryAfter, TransientSinkError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class DiscordSink:
                 raise TransientSinkError(
                     f"Discord answered {exc.status}", kind="server_error"
                 ) from None
+            if exc.status in (403, 404):  # permissions taken away, channel deleted
+                raise DeliveryRefused(f"Discord answered {exc.status} {exc.text}") from None
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "network"

@@ -15,16 +15,23 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, R
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
-from bot.chat.commands import only_the_asker_can, only_the_latest_can_be
+from bot.chat.commands import (
+    ANSWER_ALREADY_FINISHED,
+    NOT_MY_BUTTON,
+    ONLY_ASKER_OR_ADMIN_STOPS,
+    STOPPING_ANSWER,
+    only_the_asker_can,
+    only_the_latest_can_be,
+)
 from bot.chat.service import ChatService, Reply
 from bot.chat.turn import CONTINUE_TEXT
 from bot.frontends.telegram_ui.messages import is_group_chat, target_of
 from bot.frontends.telegram_ui.notices import Notices
 from bot.frontends.telegram_ui.sink import ChatTarget, TelegramSink
-from bot.render.delivery import DeliveryFailed, DeliveryOptions
+from bot.render.delivery import DeliveryOptions
 from bot.render.layout import ReasoningMode, TelegramLayout
 from bot.render.pacing import ChatPacer, ChatPacers, Clock
-from bot.render.replies import ReplyTracker
+from bot.render.replies import ReplyTracker, render_reply
 from bot.render.stream import StreamRenderer
 from bot.store.records import InterruptedReply
 from bot.types import AnswerDelta, ChatError, ChatKey, ReplyEvent, ReplyFinished, ReplyStatus
@@ -169,7 +176,7 @@ class ReplyRunner:
         try:
             owner = int(data.partition(":")[2])
         except ValueError:
-            return "That button is not mine."
+            return NOT_MY_BUTTON
         if answer is None or user_id != owner or not is_allowed:
             return only_the_asker_can(verb)
         key = ChatKey(PLATFORM, str(answer.chat.id), str(owner))
@@ -210,14 +217,14 @@ class ReplyRunner:
         try:
             token = int(data.removeprefix(STOP_PREFIX))
         except ValueError:
-            return "That button is not mine."
+            return NOT_MY_BUTTON
         running = self._running.get(token)
         if running is None:
-            return "This answer is already finished."
+            return ANSWER_ALREADY_FINISHED
         if user_id != running.user_id and not is_admin:
-            return "Only the person who asked can stop this answer."
+            return ONLY_ASKER_OR_ADMIN_STOPS
         running.reply.stop()
-        return "Stopping…"
+        return STOPPING_ANSWER
 
     async def close(self, *, timeout: float) -> None:
         """Cut every answer short, land its text so far with a note, then return."""
@@ -272,35 +279,26 @@ class ReplyRunner:
         pacer: ChatPacer,
         control_markup: InlineKeyboardMarkup | None,
     ) -> None:
-        key = running.reply.key
-        try:
-            if control_markup is not None:
-                # Drafts carry no buttons: the Stop button sits on a small message above the
-                # draft, deleted once the answer is complete. It takes the chat's first slot.
-                target = target_of(running.message)
-                running.control = await self._notices.send(
-                    ChatTarget(target.chat_id, thread_id=target.thread_id),
-                    CONTROL_TEXT,
-                    is_group=False,
-                    markup=control_markup,
-                    pacer=pacer,
-                )
+        if control_markup is not None:
+            # Drafts carry no buttons: the Stop button sits on a small message above the
+            # draft, deleted once the answer is complete. It takes the chat's first slot.
+            target = target_of(running.message)
+            running.control = await self._notices.send(
+                ChatTarget(target.chat_id, thread_id=target.thread_id),
+                CONTROL_TEXT,
+                is_group=False,
+                markup=control_markup,
+                pacer=pacer,
+            )
+            if running.control is not None:  # not sent (flood control, blocked): no Stop
                 self._remember(running, target.chat_id, running.control.message_id, "control")
-            await renderer.run(_Watched(running))
-        except asyncio.CancelledError:
-            # close() gave up waiting for the stream: show what there is, with a note.
-            running.reply.interrupt()
-            await renderer.finish_now(SHUTDOWN_NOTE)
-            raise
-        except DeliveryFailed as error:
-            log.error("reply %s: final text not delivered: %s", key, error)
-        except TelegramError as error:
-            # Blocked by the user, chat deleted, ...: no one can see it, so stop the model.
-            log.warning("reply %s: Telegram refused it (%s); stopping", key, error.message)
-            running.reply.stop()
-        except Exception:
-            log.exception("reply %s: showing it failed; stopping", key)
-            running.reply.stop()
+        await render_reply(
+            renderer,
+            running.reply,
+            _Watched(running),
+            shutdown_note=SHUTDOWN_NOTE,
+            name=f"reply {running.reply.key}",
+        )
 
     async def _offer_regenerate(
         self, running: _Running, sink: TelegramSink, pacer: ChatPacer

@@ -18,7 +18,7 @@ from bot.frontends.telegram_ui.errors import (
     is_not_modified,
     translated,
 )
-from bot.render.delivery import TransientSinkError
+from bot.render.delivery import DeliveryRefused, TransientSinkError
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,17 @@ class TelegramSink:
 
     async def show(self, index: int, text: str, *, final: bool) -> None:
         """Send, draft or edit message `index` (see MessageSink)."""
-        if self._draft_base is not None and not final and index not in self._message_ids:
-            await self._draft(index, text)
-        elif index in self._message_ids:
-            await self._edit(index, text, None if final else self._stop_markup)
-        else:
-            await self._send(index, text, None if final else self._stop_markup)
+        try:
+            if self._draft_base is not None and not final and index not in self._message_ids:
+                await self._draft(index, text)
+            elif index in self._message_ids:
+                await self._edit(index, text, None if final else self._stop_markup)
+            else:
+                await self._send(index, text, None if final else self._stop_markup)
+        except TelegramError as error:
+            # What the calls let through (429s, network errors, HTML and deleted messages are
+            # handled there): blocked by the user, chat gone, no right to write.
+            raise DeliveryRefused(error.message) from None
 
     # Calls ------------------------------------------------------------------------------------
 
