@@ -247,13 +247,13 @@ def test_a_different_seed_samples_differently(random_model, prompts):
 # -- construction
 
 
-def test_a_sliding_window_model_is_refused():
+def test_a_sliding_window_model_is_refused(fixture_path):  # the model is built from its config
     model = build_random_model(use_sliding_window=True, sliding_window=16)
     with pytest.raises(EngineError, match="unsupported model architecture qwen2"):
         new_runner(model)
 
 
-def test_a_model_of_another_shape_is_refused():
+def test_a_model_of_another_shape_is_refused(fixture_path):
     class Other(nn.Module):
         def __init__(self) -> None:
             super().__init__()
