@@ -7,13 +7,15 @@
    original bf16 weight (what quantization costs), eagerly and inside a CUDA graph.
 3. A small random Qwen2 (real vocabulary) through our loader and runner in every precision:
    greedy tokens against transformers' generate() on the same (dequantized) weights, rows at
-   different positions in one batch, and CUDA-graph replay against the eager path.
+   different positions in one batch, CUDA-graph replay against the eager path, and a second
+   turn prefilled after its cached first turn (prefix reuse) against the same turn cold.
 4. Pre-quantized checkpoints (`--only prequantized`): GPTQ (classic v1 zeros, and symmetric),
    AWQ and compressed-tensors tensors of one layer at the 14B's shapes, from known random
    4-bit weights, read by our loader's unpacking into humming, against the bf16 matmul on the
    dequantized weight (exactly representable, so only bf16 rounding separates them).
-Exits 1 when a hard check fails: float32 tokens not exactly transformers', graph != eager,
-a kernel or projection off its reference by more than rounding.
+Exits 1 when a hard check fails: float32 tokens not exactly transformers' (or, for a reused
+turn, not exactly the cold turn's), graph != eager, a kernel or projection off its reference by
+more than rounding.
 """
 
 from __future__ import annotations
@@ -251,21 +253,65 @@ def generate(model, prompts, new_tokens):
     return outputs
 
 
-def ours(weights, prompts, new_tokens, graphs: bool) -> list[list[int]]:
-    runner = ModelRunner(weights, CacheShape(num_slots=8, slot_tokens=1024), use_cuda_graphs=graphs)
-    runner.warm_up()
-    slots = [7, 2, 4, 0]  # rows in any slots
+def run_turn(runner, prompts: list[list[PrefillChunk]], new_tokens: int) -> list[list[int]]:
+    """Prefill each prompt (its chunks in order), then decode all of them together, greedily."""
     generated = {}
-    for slot, prompt in zip(slots, prompts, strict=True):
+    for chunks in prompts:
+        slot = chunks[-1].slot
         runner.set_sampling(slot, 0.0, 1.0)
-        firsts, _ = runner.launch([PrefillChunk(slot, tuple(prompt))], [True], [], 0).wait()
+        for i, chunk in enumerate(chunks):
+            firsts, _ = runner.launch([chunk], [i == len(chunks) - 1], [], 0).wait()
         generated[slot] = list(firsts)
+    slots = [chunks[-1].slot for chunks in prompts]
     for _ in range(new_tokens - 1):
-        top = max(len(p) + len(generated[s]) - 1 for s, p in zip(slots, prompts, strict=True))
+        top = max(c[-1].end + len(generated[c[-1].slot]) - 1 for c in prompts)
         _, tokens = runner.launch([], [], slots, top).wait()
         for slot, token in zip(slots, tokens, strict=True):
             generated[slot].append(token)
     return [generated[s] for s in slots]
+
+
+def ours(weights, prompts, new_tokens, graphs: bool) -> list[list[int]]:
+    runner = ModelRunner(weights, CacheShape(num_slots=8, slot_tokens=1024), use_cuda_graphs=graphs)
+    runner.warm_up()
+    slots = [7, 2, 4, 0]  # rows in any slots
+    whole = [[PrefillChunk(s, tuple(p))] for s, p in zip(slots, prompts, strict=True)]
+    return run_turn(runner, whole, new_tokens)
+
+
+def reused_and_cold(
+    weights, prompts, new_tokens, graphs: bool = True
+) -> tuple[list[list[int]], list[list[int]]]:
+    """A second turn prefilled after its cached first turn, and the same turn prefilled whole.
+
+    The second prompt resends the first and half its answer (R1's template drops the answer's
+    reasoning), then a new message; the reused rows prefill only that rest, in two chunks (a
+    chunked continuation), while the cold rows prefill it all in other slots. All rows decode
+    together in CUDA graphs, so the only difference is the reuse.
+    """
+    runner = ModelRunner(weights, CacheShape(num_slots=8, slot_tokens=1024), use_cuda_graphs=graphs)
+    runner.warm_up()
+    turn_slots, cold_slots = [7, 2, 4, 0], [1, 3, 5, 6]
+    first = [[PrefillChunk(s, tuple(p))] for s, p in zip(turn_slots, prompts, strict=True)]
+    answers = run_turn(runner, first, new_tokens)
+    message = torch.randint(1000, 150000, (50,), generator=torch.Generator().manual_seed(2))
+    message = message.tolist()
+    seconds = [p + a[: len(a) // 2] + message for p, a in zip(prompts, answers, strict=True)]
+    reused, cold = [], []
+    for slot, cold_slot, prompt, answer, second in zip(
+        turn_slots, cold_slots, prompts, answers, seconds, strict=True
+    ):
+        start = len(prompt) + len(answer) // 2
+        middle = start + (len(second) - start) // 2
+        reused.append(
+            [
+                PrefillChunk(slot, tuple(second[start:middle]), start),
+                PrefillChunk(slot, tuple(second[middle:]), middle),
+            ]
+        )
+        cold.append([PrefillChunk(cold_slot, tuple(second))])
+    both = run_turn(runner, reused + cold, new_tokens)
+    return both[: len(prompts)], both[len(prompts) :]
 
 
 def agreement(a, b) -> float:
@@ -311,6 +357,9 @@ def check_models(fixture: Path) -> None:
         share = agreement(reference, graph)
         report("model float32 vs transformers", share == 1.0, f"prefix agreement {share:.3f}")
         report("model float32 graph == eager", graph == eager, "")
+        reused, cold = reused_and_cold(weights, prompts, new_tokens)
+        share = agreement(cold, reused)
+        report("model float32 reused turn vs cold", share == 1.0, f"prefix agreement {share:.3f}")
         for quantization in ("none", "int4", "fp8", "nf4"):
             name = "bf16" if quantization == "none" else quantization
             settings = ModelSettings(
@@ -371,6 +420,11 @@ def check_models(fixture: Path) -> None:
                 report(f"model {name} graph vs eager", share > 0.3, f"prefix agreement {share:.3f}")
             else:
                 report(f"model {name} graph == eager", graph == eager, "")
+            reused, cold = reused_and_cold(weights, prompts, new_tokens)
+            share = agreement(cold, reused)
+            report(
+                f"model {name} reused turn vs cold", share > 0.3, f"prefix agreement {share:.3f}"
+            )
             del weights, hf
             torch.cuda.empty_cache()
     finally:
