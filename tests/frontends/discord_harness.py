@@ -29,6 +29,7 @@ from bot.reload import LiveSettings
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_state import FakeGuild, FakeRole, FakeUser, MessageRecord
 from tests.frontends.backends import RemoteModel, as_openai, openai_engine_factory
+from tests.frontends.stored import once_ended
 from tests.support.models import weights_with_hookable_head
 
 EOS_ID = 151643
@@ -122,12 +123,7 @@ class Bot:
         self, channel_id: int, user: FakeUser, timeout: float = 10.0
     ) -> list[Any]:
         """Like `stored`, once the last answer is stored as ended (storing follows the show)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (stored := await self.stored(channel_id, user))[-1].status == "streaming":
-            assert loop.time() < deadline, "the answer was never stored as ended"
-            await asyncio.sleep(0.02)
-        return stored
+        return await once_ended(lambda: self.stored(channel_id, user), timeout)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no answer is being shown any more (polled: the fake sees nothing of this)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import threading
@@ -28,6 +27,7 @@ from bot.reload import LiveSettings, Reloader
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_state import Call
 from tests.frontends.backends import Pace, RemoteModel, as_openai, openai_engine_factory
+from tests.frontends.stored import once_ended
 from tests.support.models import weights_with_hookable_head
 
 EOS_ID = 151643
@@ -93,12 +93,7 @@ class Bot:
         self, chat_id: int, user_id: int, timeout: float = 10.0
     ) -> list[Any]:
         """Like `stored`, once the last answer is stored as ended (storing follows the show)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (stored := await self.stored(chat_id, user_id))[-1].status == "streaming":
-            assert loop.time() < deadline, "the answer was never stored as ended"
-            await asyncio.sleep(0.02)
-        return stored
+        return await once_ended(lambda: self.stored(chat_id, user_id), timeout)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no answer is being shown."""

@@ -121,10 +121,11 @@ class Answers:
 
     async def on_message(self, message: discord.Message) -> None:
         """Answer a direct message, or a guild message that @mentions the bot."""
-        if message.author.bot or self._bot_user_id is None:
+        bot_user_id = self._bot_user_id  # a local: the lambda below keeps it known not None
+        if message.author.bot or bot_user_id is None:
             return
         is_dm = message.guild is None
-        if not is_dm and self._bot_user_id not in message.raw_mentions:
+        if not is_dm and bot_user_id not in message.raw_mentions:
             return
         if not self._is_accepting:
             await reply(message, RESTARTING)
@@ -134,9 +135,8 @@ class Answers:
             if is_dm:  # in a guild channel a refusal would only add noise for everyone
                 await reply(message, NOT_ALLOWED)
             return
-        text = re.sub(rf"<@!?{self._bot_user_id}>", " ", message.content)
+        text = re.sub(rf"<@!?{bot_user_id}>", " ", message.content)
         key = key_of(message.channel.id, caller.user_id)
-        bot_user_id = self._bot_user_id
         started = await self._start(
             key,
             lambda: self._turns.turn(message, bot_user_id, text),
